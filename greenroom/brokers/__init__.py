@@ -1,0 +1,3 @@
+"""The brokers: ``stub`` (in memory), ``sqlite`` (embedded, the default), ``redis`` and ``rabbitmq``."""
+
+__all__: list[str] = []

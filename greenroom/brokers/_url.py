@@ -1,0 +1,63 @@
+"""Creating a broker from a URL (``greenroom_broker_url``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..broker import Broker
+
+__all__ = ["DEFAULT_SQLITE_PATH", "broker_from_url"]
+
+#: Where the default broker keeps its database: relative to the working directory, so that a
+#: producer and a worker started from the same project directory share it.
+DEFAULT_SQLITE_PATH = "greenroom.db"
+
+#: scheme → (module, class, extra to install).
+_SCHEMES: dict[str, tuple[str, str, str | None]] = {
+    "sqlite": ("greenroom.brokers.sqlite", "SQLiteBroker", None),
+    "redis": ("greenroom.brokers.redis", "RedisBroker", "redis"),
+    "rediss": ("greenroom.brokers.redis", "RedisBroker", "redis"),
+    "amqp": ("greenroom.brokers.rabbitmq", "RabbitmqBroker", "rabbitmq"),
+    "amqps": ("greenroom.brokers.rabbitmq", "RabbitmqBroker", "rabbitmq"),
+    "memory": ("greenroom.brokers.stub", "StubBroker", None),
+}
+
+
+def broker_from_url(url: str) -> Broker:
+    """Create (without connecting) the broker a URL names; an empty URL is the default SQLite broker.
+
+    Raises:
+      ValueError: For a URL with an unknown scheme.
+      ImportError: When the broker's extra is not installed; the message names it.
+    """
+    scheme = urlsplit(url).scheme.lower() if url else "sqlite"
+    if scheme not in _SCHEMES:
+        known = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(f"unknown broker URL scheme {scheme!r} in greenroom_broker_url; use one of {known}")
+    module_name, class_name, extra = _SCHEMES[scheme]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if extra is None:
+            raise
+        raise ImportError(f"the {scheme}:// broker needs its extra: pip install 'greenroom[{extra}]' ({exc})") from exc
+    broker_class: Any = getattr(module, class_name)
+    if scheme == "sqlite":
+        path = _sqlite_path(url) if url else DEFAULT_SQLITE_PATH
+        broker: Broker = broker_class(path=path)
+    elif scheme == "memory":
+        broker = broker_class()
+    else:
+        broker = broker_class(url=url)
+    return broker
+
+
+def _sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db`` → ``relative.db``; ``sqlite:////abs/path.db`` → ``/abs/path.db``."""
+    path = url[len("sqlite://") :]
+    if path.startswith("/"):
+        path = path[1:]
+    return os.path.expanduser(path) or DEFAULT_SQLITE_PATH

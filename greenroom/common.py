@@ -1,0 +1,143 @@
+"""Helpers shared by brokers and middleware.
+
+This module is public API: third-party brokers written for Dramatiq import ``compute_backoff``,
+``current_millis``, ``q_name``, ``dq_name`` and ``xq_name`` from it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator
+from queue import Empty, Queue
+from typing import Any, Protocol, TypeVar
+
+from .errors import QueueJoinTimeout
+
+__all__ = [
+    "compute_backoff",
+    "current_millis",
+    "dq_name",
+    "getenv_int",
+    "iter_queue",
+    "join_all",
+    "join_queue",
+    "q_name",
+    "xq_name",
+]
+
+T = TypeVar("T")
+
+_rng = random.Random()
+
+
+def compute_backoff(
+    attempts: int, *, factor: float = 5, jitter: bool = True, max_backoff: float = 2000, max_exponent: int = 32
+) -> tuple[int, int]:
+    """Compute an exponential backoff.
+
+    Parameters:
+      attempts: The number of attempts so far.
+      factor: The base delay in milliseconds.
+      jitter: Whether to randomise the delay (``base * U[1, 2]``, or ``max_backoff * U[0.5, 1]`` past the cap).
+      max_backoff: The upper bound in milliseconds.
+      max_exponent: The largest power of two to multiply by.
+
+    Returns:
+      The incremented attempt count and the delay in milliseconds.
+    """
+    base = factor * 2 ** min(attempts, max_exponent)
+    if jitter:
+        backoff = int(base * _rng.uniform(1, 2))
+        if backoff > max_backoff:
+            backoff = int(max_backoff * _rng.uniform(0.5, 1))
+    else:
+        backoff = int(min(base, max_backoff))
+    return attempts + 1, backoff
+
+
+def current_millis() -> int:
+    """The current Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def q_name(queue_name: str) -> str:
+    """The canonical name of a queue: one ``.DQ`` or ``.XQ`` suffix removed."""
+    if queue_name.endswith((".DQ", ".XQ")):
+        return queue_name[:-3]
+    return queue_name
+
+
+def dq_name(queue_name: str) -> str:
+    """The name of the delay queue of a queue."""
+    if queue_name.endswith(".DQ"):
+        return queue_name
+    if queue_name.endswith(".XQ"):
+        return queue_name[:-3] + ".DQ"
+    return queue_name + ".DQ"
+
+
+def xq_name(queue_name: str) -> str:
+    """The name of the dead-letter queue of a queue."""
+    if queue_name.endswith(".XQ"):
+        return queue_name
+    if queue_name.endswith(".DQ"):
+        return queue_name[:-3] + ".XQ"
+    return queue_name + ".XQ"
+
+
+def getenv_int(name: str) -> int | None:
+    """Read an integer environment variable; ``None`` when unset, ``ValueError`` when not an integer.
+
+    The ``dramatiq_`` spelling of a ``greenroom_`` variable is read as a fallback.
+    """
+    value = os.environ.get(name)
+    if value is None and name.startswith("greenroom_"):
+        value = os.environ.get("dramatiq_" + name[len("greenroom_") :])
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, not {value!r}") from None
+
+
+def iter_queue(queue: Queue[T]) -> Iterator[T]:
+    """Drain a queue without blocking, yielding each item."""
+    while True:
+        try:
+            yield queue.get_nowait()
+        except Empty:
+            return
+
+
+class _Joinable(Protocol):
+    def join(self, *, timeout: int | None = None) -> Any: ...
+
+
+def join_queue(queue: Queue[Any], timeout_s: float | None = None) -> None:
+    """Wait until every task put on ``queue`` was marked done.
+
+    Raises:
+      QueueJoinTimeout: When ``timeout_s`` seconds pass first.
+    """
+    if timeout_s is None:
+        queue.join()
+        return
+    # Queue.join has no timeout; wait on its condition directly instead of leaking a helper thread.
+    deadline = time.monotonic() + timeout_s
+    with queue.all_tasks_done:
+        while queue.unfinished_tasks:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise QueueJoinTimeout("timed out waiting for queue to be joined")
+            queue.all_tasks_done.wait(remaining_s)
+
+
+def join_all(joinables: Iterable[Any], timeout_ms: int | None) -> None:
+    """Join threads or processes with one shared deadline of ``timeout_ms`` milliseconds."""
+    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    for obj in joinables:
+        remaining_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+        obj.join(timeout=remaining_s)

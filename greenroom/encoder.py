@@ -1,0 +1,51 @@
+"""Encoders turn message mappings into bytes and back."""
+
+from __future__ import annotations
+
+import abc
+import json
+import pickle
+from typing import Any
+
+__all__ = ["Encoder", "JSONEncoder", "MessageData", "PickleEncoder"]
+
+#: The mapping form of a message.
+MessageData = dict[str, Any]
+
+
+class Encoder(abc.ABC):
+    """Base class for message encoders."""
+
+    @abc.abstractmethod
+    def encode(self, data: MessageData) -> bytes:
+        """Convert a mapping to bytes."""
+
+    @abc.abstractmethod
+    def decode(self, data: bytes) -> MessageData:
+        """Convert bytes to a mapping."""
+
+
+class JSONEncoder(Encoder):
+    """Compact JSON in UTF-8: the wire format every language can produce."""
+
+    def encode(self, data: MessageData) -> bytes:
+        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+    def decode(self, data: bytes) -> MessageData:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            text = bytes(data).decode("utf-8")
+        else:
+            text = data
+        result: MessageData = json.loads(text)
+        return result
+
+
+class PickleEncoder(Encoder):
+    """Pickle: any Python object, but insecure and Python-only."""
+
+    def encode(self, data: MessageData) -> bytes:
+        return pickle.dumps(data)
+
+    def decode(self, data: bytes) -> MessageData:
+        result: MessageData = pickle.loads(data)  # noqa: S301 - opt-in, documented as insecure
+        return result

@@ -1,0 +1,125 @@
+"""The exceptions greenroom raises.
+
+The tree (Dramatiq's class names are kept so existing ``except`` clauses keep working)::
+
+    GreenroomError (alias DramatiqError)
+     ├── DecodeError                 a payload could not be turned into a Message
+     ├── BrokerError
+     │    ├── ActorNotFound
+     │    ├── QueueNotFound
+     │    └── BrokerConnectionError  (deprecated alias: ConnectionError)
+     │         ├── ConnectionFailed
+     │         └── ConnectionClosed
+     ├── QueueJoinTimeout
+     ├── RateLimitExceeded
+     └── Retry                       raised by an actor to ask for a retry
+
+``Interrupt`` and its subclasses live in :mod:`greenroom.threading` and derive from
+``BaseException`` so that ``except Exception`` in user code cannot swallow them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+__all__ = [
+    "ActorNotFound",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "DecodeError",
+    "DramatiqError",
+    "GreenroomError",
+    "QueueJoinTimeout",
+    "QueueNotFound",
+    "RateLimitExceeded",
+    "Retry",
+]
+
+
+class GreenroomError(Exception):
+    """Base class for every error greenroom raises."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return str(self.message) or repr(self.message)
+
+
+#: Drop-in alias for code written against Dramatiq.
+DramatiqError = GreenroomError
+
+
+class DecodeError(GreenroomError):
+    """A payload could not be decoded into a message.
+
+    Parameters:
+      message: What went wrong.
+      data: The raw payload.
+      error: The underlying exception.
+    """
+
+    def __init__(self, message: str, data: object, error: BaseException | None) -> None:
+        super().__init__(message)
+        self.data = data
+        self.error = error
+
+
+class BrokerError(GreenroomError):
+    """Base class for broker-related errors."""
+
+
+class ActorNotFound(BrokerError):
+    """No actor with the given name is declared on the broker."""
+
+
+class QueueNotFound(BrokerError):
+    """The queue was never declared."""
+
+
+class BrokerConnectionError(BrokerError):
+    """The broker could not be reached, or its connection broke."""
+
+
+class ConnectionFailed(BrokerConnectionError):
+    """A connection to the broker could not be opened."""
+
+
+class ConnectionClosed(BrokerConnectionError):
+    """The connection to the broker was closed, or an operation on it failed."""
+
+
+class QueueJoinTimeout(GreenroomError):
+    """A ``join`` did not finish within its timeout."""
+
+
+class RateLimitExceeded(GreenroomError):
+    """A rate limiter refused to be acquired."""
+
+
+class Retry(GreenroomError):
+    """Raised by an actor to have its message retried.
+
+    Parameters:
+      message: Optional text for the logs.
+      delay: How long to wait before the retry, in milliseconds; ``None`` uses the backoff.
+    """
+
+    def __init__(self, message: str = "", delay: int | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ConnectionError":
+        warnings.warn(
+            "greenroom.errors.ConnectionError is deprecated, use BrokerConnectionError.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return BrokerConnectionError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

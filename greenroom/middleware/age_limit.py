@@ -1,0 +1,47 @@
+"""Dead-letter messages that waited too long before they could run."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..logging import get_logger
+from .middleware import Middleware, SkipMessage
+
+if TYPE_CHECKING:
+    from ..broker import Broker, MessageProxy
+
+__all__ = ["AgeLimit"]
+
+
+class AgeLimit(Middleware):
+    """Skip and dead-letter a message older than ``max_age`` ms when it is about to run.
+
+    The age is counted from ``message_timestamp``, which survives retries and delays.
+
+    Parameters:
+      max_age: The default limit in milliseconds; ``None`` means no limit.
+    """
+
+    def __init__(self, *, max_age: int | None = None) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.max_age = max_age
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_age"}
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        max_age = message.options.get("max_age")
+        if not max_age:
+            actor = broker.actors.get(message.actor_name)
+            max_age = actor.options.get("max_age", self.max_age) if actor is not None else self.max_age
+        if not max_age:
+            return
+        age_ms = time.time_ns() // 1_000_000 - message.message_timestamp
+        if age_ms >= max_age:
+            self.logger.warning(
+                "Message %r has exceeded its age limit (%d ms >= %d ms).", message.message_id, age_ms, max_age
+            )
+            message.fail()
+            raise SkipMessage("Message age limit exceeded")

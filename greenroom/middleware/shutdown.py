@@ -1,0 +1,85 @@
+"""Tell running actors that the worker is shutting down."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ..logging import get_logger
+from ..threading import Interrupt, current_platform, is_gevent_active, raise_thread_exception, supported_platforms
+from .middleware import Middleware
+
+if TYPE_CHECKING:
+    from ..broker import Broker, MessageProxy
+    from ..worker import Worker
+
+__all__ = ["Shutdown", "ShutdownNotifications"]
+
+
+class Shutdown(Interrupt):
+    """Raised into an actor's thread when the worker shuts down and the actor asked to be told."""
+
+
+class ShutdownNotifications(Middleware):
+    """Raise :class:`Shutdown` into actors with ``notify_shutdown`` when the worker stops.
+
+    Parameters:
+      notify_shutdown: The default for actors that do not set the option.
+    """
+
+    def __init__(self, notify_shutdown: bool = False) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.notify_shutdown = notify_shutdown
+        #: Thread ident → greenlet (or None) of actors to notify; touched by worker threads and
+        #: the thread calling Worker.stop, under _lock.
+        self._notify: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.gevent = is_gevent_active()
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"notify_shutdown"}
+
+    def after_process_boot(self, broker: Broker) -> None:
+        if current_platform not in supported_platforms and not self.gevent:  # pragma: no cover
+            warnings.warn(
+                "ShutdownNotifications cannot interrupt threads on this platform.", RuntimeWarning, stacklevel=2
+            )
+
+    def _should_notify(self, broker: Broker, message: MessageProxy) -> bool:
+        value = message.options.get("notify_shutdown")
+        if value is None:
+            actor = broker.actors.get(message.actor_name)
+            value = actor.options.get("notify_shutdown") if actor is not None else None
+        if value is None:
+            value = self.notify_shutdown
+        return bool(value)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        if self._should_notify(broker, message):
+            greenlet = None
+            if self.gevent:
+                import gevent
+
+                greenlet = gevent.getcurrent()
+            with self._lock:
+                self._notify[threading.get_ident()] = greenlet
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        with self._lock:
+            self._notify.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message  # type: ignore[assignment]
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        with self._lock:
+            targets = list(self._notify.items())
+        for thread_id, greenlet in targets:
+            self.logger.info("Sending shutdown notification to worker thread %d.", thread_id)
+            if greenlet is not None:
+                greenlet.kill(Shutdown, block=False)
+            else:
+                raise_thread_exception(thread_id, Shutdown)

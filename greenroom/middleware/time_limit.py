@@ -1,0 +1,123 @@
+"""Interrupt actors that run longer than their time limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ..logging import get_logger
+from ..threading import Interrupt, current_platform, is_gevent_active, raise_thread_exception, supported_platforms
+from .middleware import Middleware
+
+if TYPE_CHECKING:
+    from ..broker import Broker, MessageProxy
+
+__all__ = ["TimeLimit", "TimeLimitExceeded"]
+
+
+class TimeLimitExceeded(Interrupt):
+    """Raised into an actor's thread when it exceeds its time limit."""
+
+
+class TimeLimit(Middleware):
+    """Raise :class:`TimeLimitExceeded` into actors that exceed ``time_limit`` ms.
+
+    A watchdog thread, started by ``after_process_boot``, checks the running messages at least
+    every ``interval`` ms and sooner when a deadline is closer. The exception is raised
+    asynchronously: it reaches pure-Python code at once but waits for a blocking C call to return.
+    Under gevent each message gets a ``gevent.Timeout`` instead.
+
+    Parameters:
+      time_limit: The default limit in milliseconds (``float("inf")`` for none).
+      interval: The longest the watchdog sleeps between checks, in milliseconds.
+    """
+
+    def __init__(self, *, time_limit: float = 600000, interval: int = 1000) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.time_limit = time_limit
+        self.interval = interval
+        self.gevent = is_gevent_active()
+        #: Thread ident → (monotonic deadline in s, message id); written by worker threads, read
+        #: by the watchdog; each dict operation is atomic, the watchdog iterates over a copy.
+        self._deadlines: dict[int, tuple[float, str]] = {}
+        #: Thread ident → gevent.Timeout, used instead of the watchdog under gevent.
+        self._timers: dict[int, Any] = {}
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"time_limit"}
+
+    def after_process_boot(self, broker: Broker) -> None:
+        if self.gevent:
+            return
+        if current_platform not in supported_platforms:  # pragma: no cover
+            warnings.warn("TimeLimit cannot interrupt threads on this platform.", RuntimeWarning, stacklevel=2)
+            return
+        with self._watchdog_lock:  # boot may be emitted more than once: start one watchdog
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._stopped.clear()
+                self._watchdog = threading.Thread(target=self._watch, name="greenroom-time-limit", daemon=True)
+                self._watchdog.start()
+
+    def _limit_for(self, broker: Broker, message: MessageProxy) -> float:
+        limit = message.options.get("time_limit")
+        if not limit:
+            actor = broker.actors.get(message.actor_name)
+            limit = actor.options.get("time_limit", self.time_limit) if actor is not None else self.time_limit
+        return float(limit)
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        limit_ms = self._limit_for(broker, message)
+        if limit_ms == float("inf"):
+            return
+        if self.gevent:
+            import gevent
+
+            timer = gevent.Timeout(limit_ms / 1000, TimeLimitExceeded)
+            timer.start()
+            self._timers[threading.get_ident()] = timer
+            return
+        self._deadlines[threading.get_ident()] = (time.monotonic() + limit_ms / 1000, message.message_id)
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        thread_id = threading.get_ident()
+        self._deadlines.pop(thread_id, None)
+        timer = self._timers.pop(thread_id, None)
+        if timer is not None:
+            timer.close()
+
+    after_skip_message = after_process_message  # type: ignore[assignment]
+
+    def run_once(self, now_s: float) -> float:
+        """Interrupt every thread whose deadline is at or before ``now_s`` (monotonic seconds).
+
+        Returns:
+          How long to sleep, in seconds, before the next check.
+        """
+        next_check_s = self.interval / 1000
+        for thread_id, (deadline_s, message_id) in list(self._deadlines.items()):
+            if deadline_s <= now_s:
+                if self._deadlines.pop(thread_id, None) is None:
+                    continue  # the message finished in the meantime
+                self.logger.warning("Time limit exceeded. Raising exception in worker thread %r.", thread_id)
+                self.logger.debug("Interrupted message %s.", message_id)
+                raise_thread_exception(thread_id, TimeLimitExceeded)
+            else:
+                next_check_s = min(next_check_s, deadline_s - now_s)
+        return max(next_check_s, 0.005)
+
+    def _watch(self) -> None:
+        sleep_s = self.interval / 1000
+        while not self._stopped.wait(sleep_s):
+            sleep_s = self.run_once(time.monotonic())
+            # A deadline registered after this check is seen within one interval; short limits
+            # therefore get a tighter cadence while any deadline is pending.
+            if self._deadlines:
+                sleep_s = min(sleep_s, 0.05)

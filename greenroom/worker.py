@@ -1,0 +1,467 @@
+"""The worker: consumer threads pull messages from the broker, worker threads run actors."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import defaultdict
+from queue import Empty, PriorityQueue
+from typing import TYPE_CHECKING, Any
+
+from .common import current_millis, getenv_int, iter_queue, join_all, q_name
+from .errors import ActorNotFound, BrokerConnectionError, RateLimitExceeded, Retry
+from .logging import get_logger
+from .middleware.middleware import SkipMessage
+
+if TYPE_CHECKING:
+    from .actor import Actor
+    from .broker import Broker, Consumer, MessageProxy
+
+__all__ = ["ConsumerThread", "Worker", "WorkerThread"]
+
+#: Milliseconds a consumer thread waits before reconnecting after an error.
+DEFAULT_RESTART_DELAY_MS = 3000
+#: Seconds between attempts to acknowledge a message while the broker is unreachable.
+ACK_RETRY_INTERVAL_S = 5.0
+#: Attempts to acknowledge a message once the worker is stopping (it is redelivered if all fail).
+ACK_ATTEMPTS_WHEN_STOPPING = 3
+
+#: Work items: (actor priority, arrival sequence, message, actor). The sequence is unique, so
+#: the message and actor are never compared.
+_WorkItem = tuple[int, int, "MessageProxy", "Actor[Any, Any]"]
+#: Delayed items: (eta ms, arrival sequence, message).
+_DelayItem = tuple[int, int, "MessageProxy"]
+
+_sequence = itertools.count()
+
+
+class Worker:
+    """Consume every declared queue (or the whitelisted ones) and run the actors of the messages.
+
+    Parameters:
+      broker: The broker to consume from.
+      queues: Canonical queue names to consume; all queues when empty or ``None``.
+      worker_timeout: How long (ms) threads wait for work before checking whether to stop.
+      worker_threads: How many threads run actors.
+      queue_prefetch: Unacknowledged messages per queue (default: twice the threads).
+      delay_prefetch: Unacknowledged delayed messages per delay queue (default: 1000 × threads).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        queues: set[str] | list[str] | None = None,
+        worker_timeout: int | None = None,
+        worker_threads: int = 8,
+        queue_prefetch: int | None = None,
+        delay_prefetch: int | None = None,
+    ) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.broker = broker
+        self.consumer_whitelist = set(queues) if queues else None
+        self.worker_timeout = worker_timeout or getenv_int("greenroom_worker_timeout") or 1000
+        self.worker_threads = worker_threads
+        self.queue_prefetch = queue_prefetch or getenv_int("greenroom_queue_prefetch") or min(2 * worker_threads, 65535)
+        self.delay_prefetch = (
+            delay_prefetch or getenv_int("greenroom_delay_queue_prefetch") or min(1000 * worker_threads, 65535)
+        )
+        self.restart_delay_ms = getenv_int("greenroom_restart_delay") or DEFAULT_RESTART_DELAY_MS
+        #: Queue name → its consumer thread; written by whichever thread declares a queue, under _lock.
+        self.consumers: dict[str, ConsumerThread] = {}
+        self.workers: list[WorkerThread] = []
+        self.work_queue: PriorityQueue[_WorkItem] = PriorityQueue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Start consumer and worker threads (non-blocking)."""
+        self.broker.emit_before("worker_boot", self)
+        self._started = True
+        self.broker.add_queue_listener(self._on_queue_declared)
+        for _ in range(self.worker_threads):
+            self._add_worker()
+        self.broker.emit_after("worker_boot", self)
+
+    def _on_queue_declared(self, queue_name: str, is_delay_queue: bool) -> None:
+        if self.consumer_whitelist is not None and q_name(queue_name) not in self.consumer_whitelist:
+            return
+        prefetch = self.delay_prefetch if is_delay_queue or queue_name.endswith(".DQ") else self.queue_prefetch
+        with self._lock:
+            if queue_name in self.consumers or not self._started:
+                return
+            consumer = ConsumerThread(
+                broker=self.broker,
+                queue_name=queue_name,
+                prefetch=prefetch,
+                work_queue=self.work_queue,
+                worker_timeout=self.worker_timeout,
+                restart_delay_ms=self.restart_delay_ms,
+            )
+            consumer.start()
+            self.consumers[queue_name] = consumer
+
+    def _add_worker(self) -> None:
+        worker = WorkerThread(
+            broker=self.broker, consumers=self.consumers, work_queue=self.work_queue, worker_timeout=self.worker_timeout
+        )
+        worker.start()
+        self.workers.append(worker)
+
+    def pause(self) -> None:
+        """Stop taking new work and wait until every thread is idle."""
+        for child in self._threads():
+            child.pause()
+        for child in self._threads():
+            child.paused_event.wait()
+
+    def resume(self) -> None:
+        """Take work again after :meth:`pause`."""
+        for child in self._threads():
+            child.resume()
+
+    def _threads(self) -> list[ConsumerThread | WorkerThread]:
+        with self._lock:
+            return [*self.consumers.values(), *self.workers]
+
+    def stop(self, timeout: int = 600000) -> None:
+        """Stop gracefully, handing every message not yet processed back to the broker.
+
+        Consumers stop fetching first; worker threads then finish the message they are running
+        (up to ``timeout`` ms); prefetched and delayed messages still in memory are requeued.
+        """
+        self.broker.emit_before("worker_shutdown", self)
+        self.logger.info("Shutting down...")
+        self.broker.remove_queue_listener(self._on_queue_declared)
+        with self._lock:
+            self._started = False
+            consumers = list(self.consumers.values())
+        deadline_s = time.monotonic() + timeout / 1000
+
+        # Consumers stop fetching, and worker threads finish only the message they are running; the
+        # broker consumers stay open until the end so that the last acks still go through.
+        # Worker threads are told at the same time, so none takes a new message from memory.
+        for thread in [*consumers, *self.workers]:
+            thread.stop()
+        join_all(consumers, timeout_ms=_remaining_ms(deadline_s))
+        join_all(self.workers, timeout_ms=_remaining_ms(deadline_s))
+
+        by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
+        for _, _, message, _ in iter_queue(self.work_queue):
+            by_queue[message.queue_name].append(message)
+            self.work_queue.task_done()
+        for queue_name, messages in by_queue.items():
+            self.logger.debug("Handing %d unprocessed messages back to %r.", len(messages), queue_name)
+            self.consumers[queue_name].requeue_messages(messages)
+        for consumer in consumers:
+            consumer.close()
+        self.broker.emit_after("worker_shutdown", self)
+        self.logger.info("Worker has been shut down.")
+
+    def join(self, timeout_s: float = 600.0) -> None:
+        """Wait until no message is waiting or running in this worker (a test helper).
+
+        Only in-memory work is considered: pair it with ``broker.join(queue)``.
+        """
+        deadline_s = time.monotonic() + timeout_s
+        while time.monotonic() < deadline_s:
+            for consumer in list(self.consumers.values()):
+                consumer.delay_queue_join(deadline_s)
+            _join_until(self.work_queue, deadline_s)
+            if self.work_queue.unfinished_tasks == 0 and all(
+                c.delay_queue.unfinished_tasks == 0 for c in list(self.consumers.values())
+            ):
+                return
+        raise TimeoutError("worker did not become idle in time")
+
+
+def _remaining_ms(deadline_s: float) -> int:
+    return max(0, int((deadline_s - time.monotonic()) * 1000))
+
+
+def _join_until(queue: PriorityQueue[Any], deadline_s: float) -> None:
+    with queue.all_tasks_done:
+        while queue.unfinished_tasks and time.monotonic() < deadline_s:
+            queue.all_tasks_done.wait(min(0.1, max(0.0, deadline_s - time.monotonic())))
+
+
+class _PausableThread(threading.Thread):
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.running = True
+        self.paused = False
+        #: Set by the thread itself once it is idle after pause().
+        self.paused_event = threading.Event()
+        self._stop_event = threading.Event()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.paused_event.clear()
+
+    def stop(self) -> None:
+        self.running = False
+        self._stop_event.set()
+
+
+class ConsumerThread(_PausableThread):
+    """Pulls the messages of one queue into the worker's work queue, and holds delayed messages until due."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        queue_name: str,
+        prefetch: int,
+        work_queue: PriorityQueue[_WorkItem],
+        worker_timeout: int,
+        restart_delay_ms: int = DEFAULT_RESTART_DELAY_MS,
+    ) -> None:
+        super().__init__(name=f"ConsumerThread({queue_name})")
+        self.logger = get_logger(__name__, f"ConsumerThread({queue_name})")
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = prefetch
+        self.work_queue = work_queue
+        self.worker_timeout = worker_timeout
+        self.restart_delay_ms = restart_delay_ms
+        self.consumer: Consumer | None = None
+        #: Messages with an eta, held until due. Touched by this thread, and by the thread
+        #: calling Worker.stop once this one has exited.
+        self.delay_queue: PriorityQueue[_DelayItem] = PriorityQueue()
+
+    def run(self) -> None:
+        self.broker.emit_after("consumer_thread_boot", self)
+        while self.running:
+            if self.paused:
+                self.paused_event.set()
+                self._stop_event.wait(self.worker_timeout / 1000)
+                continue
+            try:
+                self._consume()
+            except BrokerConnectionError:
+                self.logger.critical("Consumer encountered a connection error.", exc_info=True)
+                self._forget_delayed()
+                self._close_consumer()
+                self._stop_event.wait(self.restart_delay_ms / 1000)
+            except Exception:  # noqa: BLE001 - thread top level: log, reconnect, keep consuming
+                self.logger.critical("Consumer encountered an unexpected error.", exc_info=True)
+                self._close_consumer()
+                self._stop_event.wait(self.restart_delay_ms / 1000)
+        self.broker.emit_before("consumer_thread_shutdown", self)
+
+    def _consume(self) -> None:
+        if self.consumer is None:
+            self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.worker_timeout)
+        for message in self.consumer:
+            if message is not None:
+                self.handle_message(message)
+            self.handle_delayed_messages()
+            if not self.running or self.paused:
+                return
+
+    def handle_message(self, message: MessageProxy) -> None:
+        """Park a message that has an eta; queue any other for the worker threads."""
+        options = message.options
+        if "eta" in options:
+            eta = options["eta"]
+            if eta is None:
+                del options["eta"]
+            else:
+                if isinstance(eta, bool) or not isinstance(eta, (int, float)):
+                    self.logger.warning("Message %r has a non-numeric eta %r; running it now.", message.message_id, eta)
+                    eta = current_millis()
+                self.broker.emit_before("delay_message", message)
+                self.delay_queue.put((int(eta), next(_sequence), message))
+                return
+        try:
+            actor = self.broker.get_actor(message.actor_name)
+        except ActorNotFound as exc:
+            self.logger.error(
+                "Received message %r for undefined actor %r; moving it to the dead letters.",
+                message.message_id,
+                message.actor_name,
+            )
+            message.fail()
+            message.stuff_exception(exc)
+            self.post_process_message(message)
+            return
+        self.work_queue.put((actor.priority, next(_sequence), message, actor))
+
+    def handle_delayed_messages(self, now_ms: int | None = None) -> None:
+        """Move every parked message whose eta is at or before ``now_ms`` back to its queue."""
+        if not self.delay_queue.unfinished_tasks:
+            return
+        now_ms = current_millis() if now_ms is None else now_ms
+        # Only this thread touches the delay queue while it runs, so peeking at the heap is safe.
+        while self.delay_queue.queue and self.delay_queue.queue[0][0] <= now_ms:
+            _, _, message = self.delay_queue.get_nowait()
+            try:
+                moved = message._message.copy(queue_name=q_name(message.queue_name))
+                del moved.options["eta"]
+                self.broker.enqueue(moved)
+                self.post_process_message(message)
+            finally:
+                self.delay_queue.task_done()
+
+    def delay_queue_join(self, deadline_s: float) -> None:
+        _join_until(self.delay_queue, deadline_s)
+
+    def post_process_message(self, message: MessageProxy) -> None:
+        """Acknowledge a processed message, or dead-letter it if it failed. Called from worker threads."""
+        signal: Any = "nack" if message.failed else "ack"
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self.broker.emit_before(signal, message)
+                consumer = self.consumer
+                if consumer is None:
+                    raise BrokerConnectionError("the consumer is reconnecting")
+                if message.failed:
+                    consumer.nack(message)
+                else:
+                    consumer.ack(message)
+                self.broker.emit_after(signal, message)
+                return
+            except BrokerConnectionError as exc:
+                if not self.running and attempts >= ACK_ATTEMPTS_WHEN_STOPPING:
+                    self.logger.error(
+                        "Could not %s message %r (%s); the broker will deliver it again.",
+                        signal,
+                        message.message_id,
+                        exc,
+                    )
+                    return
+                self.logger.warning(
+                    "Failed to %s message %r (%s); retrying in %.0f seconds.",
+                    signal,
+                    message.message_id,
+                    exc,
+                    ACK_RETRY_INTERVAL_S,
+                )
+                time.sleep(ACK_RETRY_INTERVAL_S)
+            except Exception:  # noqa: BLE001 - the message stays unacknowledged and is redelivered
+                self.logger.error(
+                    "Unhandled error while post-processing message %r.", message.message_id, exc_info=True
+                )
+                return
+
+    def requeue_messages(self, messages: list[MessageProxy]) -> None:
+        """Hand unprocessed messages back to the broker."""
+        if self.consumer is None:
+            return  # the broker consumer was lost: the broker redelivers its messages
+        try:
+            self.consumer.requeue(messages)
+        except BrokerConnectionError:
+            self.logger.warning("Could not requeue %d messages; the broker will deliver them again.", len(messages))
+
+    def _forget_delayed(self) -> None:
+        # The broker redelivers these: they were never acknowledged.
+        for _ in iter_queue(self.delay_queue):
+            self.delay_queue.task_done()
+
+    def _close_consumer(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:  # noqa: BLE001 - closing a broken consumer may fail too
+                self.logger.debug("Error while closing consumer.", exc_info=True)
+
+    def close(self) -> None:
+        """Hand delayed messages back to the broker and close the broker consumer."""
+        delayed = [message for _, _, message in iter_queue(self.delay_queue)]
+        for _ in delayed:
+            self.delay_queue.task_done()
+        if delayed:
+            self.requeue_messages(delayed)
+        self._close_consumer()
+
+
+class WorkerThread(_PausableThread):
+    """Runs actors for the messages in the work queue."""
+
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        consumers: dict[str, ConsumerThread],
+        work_queue: PriorityQueue[_WorkItem],
+        worker_timeout: int,
+    ) -> None:
+        super().__init__(name="WorkerThread")
+        self.logger = get_logger(__name__, "WorkerThread")
+        self.broker = broker
+        self.consumers = consumers
+        self.work_queue = work_queue
+        self.timeout_s = worker_timeout / 1000
+
+    def run(self) -> None:
+        self.broker.emit_after("worker_thread_boot", self)
+        while self.running:
+            if self.paused:
+                self.paused_event.set()
+                self._stop_event.wait(self.timeout_s)
+                continue
+            try:
+                _, _, message, actor = self.work_queue.get(timeout=self.timeout_s)
+            except Empty:
+                continue
+            try:
+                self.process_message(message, actor)
+            finally:
+                self.work_queue.task_done()
+        self.broker.emit_before("worker_thread_shutdown", self)
+
+    def process_message(self, message: MessageProxy, actor: Actor[Any, Any] | None = None) -> None:
+        """Run one message through the middleware and its actor, then acknowledge or dead-letter it."""
+        broker = self.broker
+        try:
+            if actor is None:
+                actor = broker.get_actor(message.actor_name)
+            broker.emit_before("process_message", message)
+            result = None
+            if not message.failed:
+                result = actor(*message.args, **message.kwargs)
+                if result is not None and not broker.has_results_middleware and "pipe_target" not in message.options:
+                    self.logger.warning(
+                        "Actor %r returned a value that was discarded; add the Results middleware to keep it.",
+                        actor.actor_name,
+                    )
+            broker.emit_after("process_message", message, result=result)
+        except SkipMessage as exc:
+            if message.failed:
+                message.stuff_exception(exc)
+            self.logger.warning("Message %s was skipped.", message)
+            broker.emit_after("skip_message", message)
+        except BaseException as exc:  # noqa: BLE001 - interrupts and SystemExit are message failures too
+            message.stuff_exception(exc)
+            self._log_failure(message, actor, exc)
+            broker.emit_after("process_message", message, exception=exc)
+        finally:
+            consumer = self.consumers.get(message.queue_name)
+            if consumer is None:
+                self.logger.error(
+                    "Message %r names queue %r, which this worker does not consume; it will be redelivered.",
+                    message.message_id,
+                    message.queue_name,
+                )
+            else:
+                consumer.post_process_message(message)
+            message.clear_exception()
+
+    def _log_failure(self, message: MessageProxy, actor: Actor[Any, Any] | None, exc: BaseException) -> None:
+        if isinstance(exc, RateLimitExceeded):
+            self.logger.debug("Rate limit exceeded in message %s: %s.", message, exc)
+            return
+        if isinstance(exc, Retry):
+            return
+        throws = message.options.get("throws") or (actor.options.get("throws") if actor is not None else None)
+        if throws and isinstance(exc, throws):
+            self.logger.info("Failed to process message %s with expected exception %s.", message, type(exc).__name__)
+        else:
+            self.logger.error("Failed to process message %s with unhandled exception.", message, exc_info=exc)
