@@ -68,7 +68,7 @@ class EventLoopThread(threading.Thread):
         finally:
             self.loop.close()
 
-    def start(self, *, timeout: float | None = None) -> None:  # type: ignore[override]
+    def start(self, *, timeout: float | None = None) -> None:
         """Start the thread and wait (``timeout`` seconds) for the loop to run."""
         super().start()
         running = threading.Event()

@@ -39,6 +39,11 @@ def decode_message(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Messag
     return Message.decode(data)
 
 
+def _owner(hook: _Hook) -> object:
+    """The middleware a bound hook belongs to."""
+    return getattr(hook, "__self__", hook)
+
+
 class Broker(abc.ABC):
     """Base class for brokers.
 
@@ -80,16 +85,16 @@ class Broker(abc.ABC):
                 hook(self, *args, **kwargs)
             except MiddlewareError:
                 raise
-            except Exception:  # noqa: BLE001 - the documented policy: log and carry on
-                self.logger.critical("Unexpected failure in before_%s of %r.", signal, hook.__self__, exc_info=True)
+            except Exception:
+                self.logger.critical("Unexpected failure in before_%s of %r.", signal, _owner(hook), exc_info=True)
 
     def emit_after(self, signal: AfterSignal, *args: Any, **kwargs: Any) -> None:
         """Run ``after_<signal>`` of every middleware in reverse order; failures are logged."""
         for hook in self._after.get(signal, ()):
             try:
                 hook(self, *args, **kwargs)
-            except Exception:  # noqa: BLE001 - the documented policy: log and carry on
-                self.logger.critical("Unexpected failure in after_%s of %r.", signal, hook.__self__, exc_info=True)
+            except Exception:
+                self.logger.critical("Unexpected failure in after_%s of %r.", signal, _owner(hook), exc_info=True)
 
     def add_middleware(
         self, middleware: Middleware, *, before: type[Middleware] | None = None, after: type[Middleware] | None = None
@@ -129,7 +134,7 @@ class Broker(abc.ABC):
     def _call_hook(self, middleware: Middleware, name: str, *args: Any) -> None:
         try:
             getattr(middleware, name)(self, *args)
-        except Exception:  # noqa: BLE001 - replayed after_ hooks follow the after_ policy
+        except Exception:
             self.logger.critical("Unexpected failure in %s of %r.", name, middleware, exc_info=True)
 
     def _rebuild_dispatch(self) -> None:

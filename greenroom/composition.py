@@ -28,7 +28,7 @@ def _deadline(timeout_ms: int | None) -> float | None:
     return None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
 
 
-class pipeline:  # noqa: N801 - Dramatiq's name
+class pipeline:
     """Messages that run one after another, each receiving the previous result as its last argument.
 
     Parameters:
@@ -44,7 +44,7 @@ class pipeline:  # noqa: N801 - Dramatiq's name
                 self.messages.extend(message.copy() for message in child.messages)
             else:
                 self.messages.append(child.copy())
-        for previous, following in zip(self.messages, self.messages[1:]):
+        for previous, following in zip(self.messages, self.messages[1:], strict=False):
             previous.options["pipe_target"] = following.asdict()
 
     def __len__(self) -> int:
@@ -94,7 +94,7 @@ class pipeline:  # noqa: N801 - Dramatiq's name
         return self.completed_count == len(self.messages)
 
 
-class group:  # noqa: N801 - Dramatiq's name
+class group:
     """Messages, pipelines or groups that run in parallel.
 
     Parameters:
@@ -177,10 +177,7 @@ class group:  # noqa: N801 - Dramatiq's name
         count = 0
         for child in self.children:
             try:
-                if isinstance(child, group):
-                    if not child.completed:
-                        continue
-                elif isinstance(child, pipeline):
+                if isinstance(child, (group, pipeline)):
                     if not child.completed:
                         continue
                 else:

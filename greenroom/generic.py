@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from .actor import Actor, actor
 
@@ -18,7 +18,9 @@ class _GenericActorMeta(type):
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> Any:
         clazz = super().__new__(mcs, name, bases, attrs)
-        meta = getattr(clazz, "Meta", object())
+        meta: Any = getattr(clazz, "Meta", None)
+        if meta is None:
+            meta = type("Meta", (), {})
         if getattr(meta, "abstract", False):
             # Subclasses without a Meta of their own inherit these options and become concrete.
             meta.abstract = False
@@ -39,14 +41,15 @@ class GenericActor(metaclass=_GenericActorMeta):
     """
 
     __actor__: Actor[..., Any]
-    Meta: ClassVar[Any]
 
     class Meta:
         abstract = True
 
-    @property
-    def __name__(self) -> str:  # type: ignore[override]
-        return type(self).__name__
+    if not TYPE_CHECKING:
+        # Actors name their logger after fn.__name__; an instance has none of its own.
+        @property
+        def __name__(self) -> str:
+            return type(self).__name__
 
     def __getattr__(self, name: str) -> Any:
         if name == "__actor__":

@@ -68,7 +68,7 @@ class Message(Generic[R]):
             raise
         except RecursionError as exc:
             raise DecodeError("message is nested too deeply to decode", data, exc) from exc
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a DecodeError, chained
+        except Exception as exc:
             raise DecodeError(f"payload is not a valid message: {type(exc).__name__}: {exc}", data, exc) from exc
 
     def encode(self) -> bytes:

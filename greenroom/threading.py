@@ -19,7 +19,7 @@ current_platform = platform.python_implementation()
 supported_platforms = {"CPython"}
 
 
-class Interrupt(BaseException):  # noqa: N818 - Dramatiq's name
+class Interrupt(BaseException):
     """Raised asynchronously into a thread. A ``BaseException`` so ``except Exception`` cannot swallow it."""
 
 

@@ -247,7 +247,7 @@ class ConsumerThread(_PausableThread):
                 self._forget_delayed()
                 self._close_consumer()
                 self._stop_event.wait(self.restart_delay_ms / 1000)
-            except Exception:  # noqa: BLE001 - thread top level: log, reconnect, keep consuming
+            except Exception:
                 self.logger.critical("Consumer encountered an unexpected error.", exc_info=True)
                 self._close_consumer()
                 self._stop_event.wait(self.restart_delay_ms / 1000)
@@ -344,7 +344,7 @@ class ConsumerThread(_PausableThread):
                     ACK_RETRY_INTERVAL_S,
                 )
                 time.sleep(ACK_RETRY_INTERVAL_S)
-            except Exception:  # noqa: BLE001 - the message stays unacknowledged and is redelivered
+            except Exception:
                 self.logger.error(
                     "Unhandled error while post-processing message %r.", message.message_id, exc_info=True
                 )
@@ -369,7 +369,7 @@ class ConsumerThread(_PausableThread):
         if consumer is not None:
             try:
                 consumer.close()
-            except Exception:  # noqa: BLE001 - closing a broken consumer may fail too
+            except Exception:
                 self.logger.debug("Error while closing consumer.", exc_info=True)
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ class Pipelines(Middleware):
         target = message.options.get("pipe_target")
         if target is None:
             return
-        next_message = Message(**target)
+        next_message: Message[Any] = Message(**target)
         pipe_ignore = next_message.options.get("pipe_ignore")
         if not pipe_ignore:
             actor = broker.actors.get(message.actor_name)

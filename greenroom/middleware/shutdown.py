@@ -72,7 +72,7 @@ class ShutdownNotifications(Middleware):
         with self._lock:
             self._notify.pop(threading.get_ident(), None)
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    after_skip_message = after_process_message
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         with self._lock:

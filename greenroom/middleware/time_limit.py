@@ -93,7 +93,7 @@ class TimeLimit(Middleware):
         if timer is not None:
             timer.close()
 
-    after_skip_message = after_process_message  # type: ignore[assignment]
+    after_skip_message = after_process_message
 
     def run_once(self, now_s: float) -> float:
         """Interrupt every thread whose deadline is at or before ``now_s`` (monotonic seconds).

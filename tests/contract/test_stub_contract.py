@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from greenroom.broker import Broker
@@ -11,8 +9,8 @@ from greenroom.testing.broker_contract import BrokerContract
 
 class TestStubBrokerContract(BrokerContract):
     @pytest.fixture
-    def broker(self, stub_broker: StubBroker) -> Iterator[Broker]:
-        yield stub_broker
+    def broker(self, stub_broker: StubBroker) -> Broker:
+        return stub_broker
 
     def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
         assert isinstance(broker, StubBroker)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import greenroom
+from greenroom import Worker
+from greenroom.brokers.stub import StubBroker
+from greenroom.middleware import TimeLimit, TimeLimitExceeded
+from greenroom.testing import wait_for
+
+
+def test_pure_python_spin_is_interrupted_quickly(stub_broker: StubBroker, stub_worker: Worker) -> None:
+    outcome: list[tuple[str, float]] = []
+
+    @greenroom.actor(time_limit=200, max_retries=0)
+    def spin() -> None:
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 30:
+                pass
+        except TimeLimitExceeded:
+            outcome.append(("interrupted", time.monotonic() - start))
+            raise
+
+    spin.send()
+    wait_for(lambda: len(stub_broker.dead_letters) == 1, timeout_s=10)
+    assert outcome and outcome[0][0] == "interrupted"
+    assert 0.19 <= outcome[0][1] < 2.0
+    assert isinstance(stub_broker.dead_letters[0]._exception, TimeLimitExceeded)
+
+
+def test_run_once_interrupts_only_expired_threads() -> None:
+    middleware = TimeLimit(interval=1000)
+    caught: list[str] = []
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def victim() -> None:
+        try:
+            ready.set()
+            while not stop.is_set():
+                time.sleep(0.001)
+        except TimeLimitExceeded:
+            caught.append("yes")
+
+    thread = threading.Thread(target=victim)
+    thread.start()
+    ready.wait(5)
+    assert thread.ident is not None
+    middleware._deadlines[thread.ident] = (100.0, "m1")
+    assert middleware.run_once(now_s=99.0) <= 1.0
+    assert caught == []
+    middleware.run_once(now_s=100.0)
+    thread.join(5)
+    stop.set()
+    assert caught == ["yes"]
+    assert middleware._deadlines == {}
+
+
+def test_after_process_boot_twice_starts_one_watchdog() -> None:
+    middleware = TimeLimit()
+    broker = StubBroker(middleware=[middleware])
+    before = threading.active_count()
+    broker.emit_after("process_boot")
+    broker.emit_after("process_boot")
+    assert threading.active_count() == before + 1
