@@ -37,5 +37,6 @@ def stub_worker(stub_broker: StubBroker) -> Iterator[Worker]:
     yield worker
     worker.stop(timeout=10000)
 
+
 #: tests/typing is checked by mypy, not run.
 collect_ignore_glob = ["typing/*"]

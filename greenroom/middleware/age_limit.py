@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..logging import get_logger
 from .middleware import Middleware, SkipMessage
 
 if TYPE_CHECKING:
+    from ..actor import Actor
     from ..broker import Broker, MessageProxy
 
 __all__ = ["AgeLimit"]
@@ -26,16 +27,18 @@ class AgeLimit(Middleware):
     def __init__(self, *, max_age: int | None = None) -> None:
         self.logger = get_logger(__name__, type(self))
         self.max_age = max_age
+        #: Actor name → its limit, resolved once when the actor is declared.
+        self._by_actor: dict[str, int | None] = {}
 
     @property
     def actor_options(self) -> set[str]:
         return {"max_age"}
 
+    def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        self._by_actor[actor.actor_name] = actor.options.get("max_age", self.max_age)
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        max_age = message.options.get("max_age")
-        if not max_age:
-            actor = broker.actors.get(message.actor_name)
-            max_age = actor.options.get("max_age", self.max_age) if actor is not None else self.max_age
+        max_age = message.options.get("max_age") or self._by_actor.get(message.actor_name, self.max_age)
         if not max_age:
             return
         age_ms = time.time_ns() // 1_000_000 - message.message_timestamp

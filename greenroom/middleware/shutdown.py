@@ -11,6 +11,7 @@ from ..threading import Interrupt, current_platform, is_gevent_active, raise_thr
 from .middleware import Middleware
 
 if TYPE_CHECKING:
+    from ..actor import Actor
     from ..broker import Broker, MessageProxy
     from ..worker import Worker
 
@@ -36,6 +37,8 @@ class ShutdownNotifications(Middleware):
         self._notify: dict[int, Any] = {}
         self._lock = threading.Lock()
         self.gevent = is_gevent_active()
+        #: Actor name → its notify_shutdown option (None when unset), resolved at declaration.
+        self._by_actor: dict[str, bool | None] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -47,17 +50,19 @@ class ShutdownNotifications(Middleware):
                 "ShutdownNotifications cannot interrupt threads on this platform.", RuntimeWarning, stacklevel=2
             )
 
-    def _should_notify(self, broker: Broker, message: MessageProxy) -> bool:
+    def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        self._by_actor[actor.actor_name] = actor.options.get("notify_shutdown")
+
+    def _should_notify(self, message: MessageProxy) -> bool:
         value = message.options.get("notify_shutdown")
         if value is None:
-            actor = broker.actors.get(message.actor_name)
-            value = actor.options.get("notify_shutdown") if actor is not None else None
+            value = self._by_actor.get(message.actor_name)
         if value is None:
             value = self.notify_shutdown
         return bool(value)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        if self._should_notify(broker, message):
+        if self._should_notify(message):
             greenlet = None
             if self.gevent:
                 import gevent

@@ -12,6 +12,7 @@ from ..threading import Interrupt, current_platform, is_gevent_active, raise_thr
 from .middleware import Middleware
 
 if TYPE_CHECKING:
+    from ..actor import Actor
     from ..broker import Broker, MessageProxy
 
 __all__ = ["TimeLimit", "TimeLimitExceeded"]
@@ -44,6 +45,8 @@ class TimeLimit(Middleware):
         self._deadlines: dict[int, tuple[float, str]] = {}
         #: Thread ident → gevent.Timeout, used instead of the watchdog under gevent.
         self._timers: dict[int, Any] = {}
+        #: Actor name → its limit, resolved once when the actor is declared.
+        self._by_actor: dict[str, float] = {}
         self._watchdog: threading.Thread | None = None
         self._watchdog_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -64,15 +67,11 @@ class TimeLimit(Middleware):
                 self._watchdog = threading.Thread(target=self._watch, name="greenroom-time-limit", daemon=True)
                 self._watchdog.start()
 
-    def _limit_for(self, broker: Broker, message: MessageProxy) -> float:
-        limit = message.options.get("time_limit")
-        if not limit:
-            actor = broker.actors.get(message.actor_name)
-            limit = actor.options.get("time_limit", self.time_limit) if actor is not None else self.time_limit
-        return float(limit)
+    def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
+        self._by_actor[actor.actor_name] = actor.options.get("time_limit", self.time_limit)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        limit_ms = self._limit_for(broker, message)
+        limit_ms = message.options.get("time_limit") or self._by_actor.get(message.actor_name, self.time_limit)
         if limit_ms == float("inf"):
             return
         if self.gevent:

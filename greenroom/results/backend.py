@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .._globals import get_encoder
 from ..common import compute_backoff, q_name
@@ -14,14 +14,26 @@ from .result import Missing, unwrap_result, wrap_exception, wrap_result
 
 if TYPE_CHECKING:
     from ..encoder import Encoder
-    from ..message import Message
 
-__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_TIMEOUT", "ResultBackend"]
+__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_TIMEOUT", "MessageLike", "ResultBackend"]
 
 #: The default prefix of result keys.
 DEFAULT_NAMESPACE = "greenroom-results"
 #: How long a blocking ``get_result`` waits by default, in milliseconds.
 DEFAULT_TIMEOUT = 10000
+
+
+class MessageLike(Protocol):
+    """What a backend reads from a message (a ``Message`` or a ``MessageProxy``)."""
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def actor_name(self) -> str: ...
+
+    @property
+    def message_id(self) -> str: ...
 
 
 class ResultBackend(abc.ABC):
@@ -57,7 +69,7 @@ class ResultBackend(abc.ABC):
 
     # -- public API -----------------------------------------------------------------------------
 
-    def get_result(self, message: Message[Any], *, block: bool = False, timeout: int | None = None) -> Any:
+    def get_result(self, message: MessageLike, *, block: bool = False, timeout: int | None = None) -> Any:
         """Fetch the result of a message.
 
         Parameters:
@@ -82,15 +94,15 @@ class ResultBackend(abc.ABC):
                 raise ResultTimeout(message)
         return self.unwrap_result(value)
 
-    def store_result(self, message: Message[Any], result: Any, ttl: int) -> None:
+    def store_result(self, message: MessageLike, result: Any, ttl: int) -> None:
         """Store a message's result for ``ttl`` milliseconds."""
         self._store(self.build_message_key(message), self.wrap_result(result), ttl)
 
-    def store_exception(self, message: Message[Any], exception: BaseException, ttl: int) -> None:
+    def store_exception(self, message: MessageLike, exception: BaseException, ttl: int) -> None:
         """Store a message's failure for ``ttl`` milliseconds."""
         self._store(self.build_message_key(message), self.wrap_exception(exception), ttl)
 
-    def build_message_key(self, message: Message[Any]) -> str:
+    def build_message_key(self, message: MessageLike) -> str:
         """The key a message's result is stored under."""
         key = f"{self.namespace}:{q_name(message.queue_name)}:{message.actor_name}:{message.message_id}"
         if self.use_namespace_prefix_keys:

@@ -153,9 +153,28 @@ class BrokerContract:
             b'{"queue_name": "default", "actor_name": "record", "args": {}, "kwargs": {}, "options": {}}',
             b'{"queue_name": "default", "actor_name": "record", "args": [], "kwargs": {}}',
             b'{"queue_name": "default", "actor_name": "record", "args": [], "kwargs": {}, "options": {}, "x": 1}',
+            b'{"queue_name": 7, "actor_name": "record", "args": [], "kwargs": {}, "options": {}}',
+            b'{"queue_name": "default", "actor_name": "record", "args": [], "kwargs": [], "options": {}}',
+            b'{"queue_name": "default", "actor_name": "record", "args": [], "kwargs": {}, "options": {}, '
+            b'"message_timestamp": "yesterday"}',
             b"[" * 100000 + b"]" * 100000,
+            b'{"queue_name": "default", "actor_name": "record", "args": ["' + b"x" * (9 * 1024 * 1024) + b'"], '
+            b'"kwargs": {}, "options": {}}',
         ],
-        ids=["not-utf8", "bad-json", "not-object", "options-null", "args-object", "missing", "extra", "deep"],
+        ids=[
+            "not-utf8",
+            "bad-json",
+            "not-object",
+            "options-null",
+            "args-object",
+            "missing",
+            "extra",
+            "queue-not-string",
+            "kwargs-array",
+            "timestamp-not-number",
+            "deep",
+            "too-large",
+        ],
     )
     def test_malformed_payloads_are_dead_lettered(self, broker: Broker, worker_factory: Any, payload: bytes) -> None:
         seen: list[int] = []

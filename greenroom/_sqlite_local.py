@@ -1,0 +1,115 @@
+"""Per-thread SQLite connections for the SQLite results and rate-limiter backends.
+
+Each thread gets its own connection (SQLite connections must not be shared between threads
+without a global lock, which is what drives "database is locked" in other task queues), opened
+lazily on first use in WAL mode with a busy timeout. Write transactions use ``BEGIN IMMEDIATE`` so
+that two writers never both hold a read lock and then deadlock upgrading it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import ConnectionClosed, ConnectionFailed
+
+__all__ = ["ThreadLocalConnections", "translate_sqlite_errors"]
+
+
+@contextmanager
+def translate_sqlite_errors() -> Iterator[None]:
+    """Turn SQLite errors (a locked or unreadable database) into :class:`ConnectionClosed`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise ConnectionClosed(f"SQLite operation failed: {exc}") from exc
+
+
+class ThreadLocalConnections:
+    """Lazily opened, per-thread connections to one SQLite database file.
+
+    Parameters:
+      path: The database file (created on first use); ``":memory:"`` is refused because each
+        connection would see a different database.
+      busy_timeout_ms: How long a statement waits for another writer before failing.
+      schema: Statements run once per connection (idempotent ``CREATE ... IF NOT EXISTS``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 10000, schema: str = "") -> None:
+        self.path = os.fspath(path)
+        if self.path == ":memory:":
+            raise ValueError("an in-memory SQLite database cannot be shared between connections; use a file path")
+        self.busy_timeout_ms = busy_timeout_ms
+        self.schema = schema
+        #: Each thread's connection; only ever touched by its own thread.
+        self._local = threading.local()
+        #: Every connection opened, so close() can close them all; guarded by _lock.
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        if self._pid != os.getpid():
+            # After a fork the parent's connections must not be used (SQLite's locks are per
+            # process): forget them without closing, and open new ones.
+            self._local = threading.local()
+            with self._lock:
+                self._all = []
+            self._pid = os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            # isolation_level=None: we issue BEGIN ourselves, so reads never hold a transaction open.
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if self.schema:
+                with self._write(conn):
+                    for statement in self.schema.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        return conn
+
+    @staticmethod
+    @contextmanager
+    def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error)."""
+        with self._write(self.connection()) as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close every connection opened so far (they reopen on next use)."""
+        with self._lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:
+                pass  # closed from another thread than its own: SQLite refuses, the GC closes it
+        self._local = threading.local()

@@ -1,0 +1,78 @@
+"""An in-memory results backend for tests and single-process use."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..backend import DEFAULT_NAMESPACE, ResultBackend
+from ..result import Missing
+
+if TYPE_CHECKING:
+    from ...encoder import Encoder
+
+__all__ = ["StubBackend"]
+
+
+class StubBackend(ResultBackend):
+    """Keep results in memory, in this process.
+
+    As in Dramatiq, every instance shares one store, so a backend built by a producer sees the
+    results stored through the worker's instance. TTLs are honoured to the millisecond.
+
+    Parameters:
+      namespace: As for :class:`~greenroom.results.ResultBackend`.
+      encoder: As for :class:`~greenroom.results.ResultBackend`.
+      use_namespace_prefix_keys: As for :class:`~greenroom.results.ResultBackend`.
+    """
+
+    #: Key → (encoded value, monotonic expiry in s); shared by all instances (compat), guarded by
+    #: _lock; written by worker threads, read by any thread.
+    results: ClassVar[dict[str, tuple[bytes, float]]] = {}
+    _lock: ClassVar[threading.Condition] = threading.Condition()
+
+    def __init__(
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        encoder: Encoder | None = None,
+        use_namespace_prefix_keys: bool = False,
+    ) -> None:
+        super().__init__(namespace=namespace, encoder=encoder, use_namespace_prefix_keys=use_namespace_prefix_keys)
+
+    def _get(self, message_key: str) -> Any:
+        with self._lock:
+            return self._get_locked(message_key)
+
+    def _get_locked(self, message_key: str) -> Any:
+        entry = self.results.get(message_key)
+        if entry is None:
+            return Missing
+        data, expires_s = entry
+        if expires_s <= time.monotonic():
+            del self.results[message_key]
+            return Missing
+        return self._decode(data)
+
+    def _store(self, message_key: str, result: Any, ttl: int) -> None:
+        data = self._encode(result)
+        with self._lock:
+            self.results[message_key] = (data, time.monotonic() + ttl / 1000)
+            self._lock.notify_all()
+
+    def _get_blocking(self, message_key: str, timeout_ms: int) -> Any:
+        # In-process: wait on the store's condition instead of polling.
+        deadline_s = time.monotonic() + timeout_ms / 1000
+        with self._lock:
+            while True:
+                value = self._get_locked(message_key)
+                remaining_s = deadline_s - time.monotonic()
+                if value is not Missing or remaining_s <= 0:
+                    return value
+                self._lock.wait(remaining_s)
+
+    def flush(self) -> None:
+        """Forget every stored result (a test helper)."""
+        with self._lock:
+            self.results.clear()
