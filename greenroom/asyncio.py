@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
 
 from .threading import Interrupt
@@ -63,13 +63,31 @@ class EventLoopThread(threading.Thread):
         self.loop = asyncio.new_event_loop()
 
     def run(self) -> None:
+        asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
         finally:
-            self.loop.close()
+            try:
+                self._cancel_pending()
+            finally:
+                self.loop.close()
+
+    def _cancel_pending(self) -> None:
+        """Cancel what is still running when the loop stops, so no task is destroyed while pending."""
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Bounded: a coroutine that swallows its cancellation must not hang the shutdown.
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=_CANCEL_TIMEOUT_S))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
 
     def start(self, *, timeout: float | None = None) -> None:
-        """Start the thread and wait (``timeout`` seconds) for the loop to run."""
+        """Start the thread and wait (``timeout`` seconds) for the loop to run.
+
+        Raises:
+          RuntimeError: When the loop is not running within ``timeout``.
+        """
         super().start()
         running = threading.Event()
         self.loop.call_soon_threadsafe(running.set)
@@ -77,36 +95,68 @@ class EventLoopThread(threading.Thread):
             raise RuntimeError("Event loop failed to start.")
 
     def stop(self) -> None:
-        """Stop the loop and wait for the thread."""
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.join()
+        """Stop the loop (cancelling the coroutines still running) and wait for the thread."""
+        if self.is_alive():
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:
+                pass  # the loop is already closed
+            self.join(_STOP_TIMEOUT_S)
+            if self.is_alive():
+                self.logger.warning("The event loop thread did not stop within %s s.", _STOP_TIMEOUT_S)
 
     def run_coroutine(self, coroutine: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on the loop from another thread and wait for its result.
 
-        An :class:`Interrupt` raised into the waiting thread (time limit, shutdown) cancels the
-        coroutine and is re-raised.
+        The coroutine runs in a copy of the calling thread's context, so context variables (such
+        as the current message) are visible to it. An :class:`Interrupt` raised into the waiting
+        thread (time limit, shutdown) cancels the coroutine, waits up to a second for it to
+        finish, and is re-raised.
+
+        Raises:
+          RuntimeError: When the loop is not running, or a cancelled coroutine did not finish
+            within a second.
         """
         if not self.loop.is_running():
+            coroutine.close()
             raise RuntimeError("Event loop is not running.")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        outcome: concurrent.futures.Future[R] = concurrent.futures.Future()
+        tasks: list[asyncio.Task[R]] = []
+
+        def start_task() -> None:
+            # Runs on the loop, in the context call_soon_threadsafe copied from the caller.
+            task = self.loop.create_task(coroutine)
+            tasks.append(task)
+            task.add_done_callback(functools.partial(_copy_outcome, outcome))
+
+        self.loop.call_soon_threadsafe(start_task)
         try:
-            while True:
-                try:
-                    return future.result(timeout=self.interrupt_check_ival)
-                except FutureTimeoutError:
-                    if future.done():
-                        raise  # the coroutine itself raised TimeoutError
-                    continue
+            # Waiting in short slices lets an asynchronously raised Interrupt reach this thread.
+            while not concurrent.futures.wait([outcome], timeout=self.interrupt_check_ival).done:
+                pass
         except Interrupt as exc:
-            self.loop.call_soon_threadsafe(future.cancel)
-            try:
-                future.exception(timeout=1)
-            except (FutureTimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:  # noqa: BLE001 - any outcome of the cancelled task is fine here
-                pass
-            if not future.done():
+            self.loop.call_soon_threadsafe(_cancel_tasks, tasks)
+            if not concurrent.futures.wait([outcome], timeout=_CANCEL_TIMEOUT_S).done:
                 raise RuntimeError("Timed out while waiting for coroutine.") from exc
             raise
+        return outcome.result()
+
+
+#: How long a cancelled coroutine gets to finish, in seconds.
+_CANCEL_TIMEOUT_S = 1.0
+#: How long stop() waits for the loop thread, in seconds.
+_STOP_TIMEOUT_S = 10.0
+
+
+def _copy_outcome(outcome: concurrent.futures.Future[R], task: asyncio.Task[R]) -> None:
+    if task.cancelled():
+        outcome.cancel()
+    elif task.exception() is not None:
+        outcome.set_exception(task.exception())
+    else:
+        outcome.set_result(task.result())
+
+
+def _cancel_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()

@@ -24,8 +24,6 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(module_name, __name__)
     except ImportError as exc:
-        warnings.warn(
-            f"{name} needs an extra: pip install 'greenroom[{extra}]'.", ImportWarning, stacklevel=2
-        )
+        warnings.warn(f"{name} needs an extra: pip install 'greenroom[{extra}]'.", ImportWarning, stacklevel=2)
         raise AttributeError(f"{name} is unavailable: {exc}") from exc
     return getattr(module, name)

@@ -1,0 +1,624 @@
+"""The RabbitMQ broker, wire-compatible with Dramatiq's (same queues, same arguments, same envelope).
+
+Every queue ``q`` is three durable AMQP queues: ``q`` itself, ``q.DQ`` for delayed messages and
+``q.XQ`` for dead letters. ``q`` and ``q.DQ`` dead-letter to ``q.XQ`` through the default exchange,
+and ``q.XQ`` drops its messages after seven days. Dramatiq declares the same queues with the same
+arguments, so greenroom and Dramatiq workers and producers can share them in both directions.
+
+Enqueueing from any language
+----------------------------
+Once a greenroom (or Dramatiq) worker or producer has declared the queue, any AMQP 0-9-1 client
+can enqueue a message. For the queue ``default``:
+
+* publish on the **default exchange** (``""``) with **routing key** ``default`` (the queue name);
+* set the property ``delivery_mode = 2`` (persistent), so the message survives a broker restart;
+* the body is the UTF-8 JSON envelope, e.g.
+  ``{"queue_name": "default", "actor_name": "add", "args": [1, 2], "kwargs": {}, "options": {},
+  "message_id": "<a fresh uuid4>", "message_timestamp": <now in ms>}``;
+* no headers and no content type are needed; with ``max_priority`` set, the optional ``priority``
+  property (0..max_priority, higher first) is honoured.
+
+Publishing to a queue that does not exist yet silently drops the message (that is how the default
+exchange works): start a worker first, or declare the queue with exactly the arguments listed on
+:class:`RabbitmqBroker`. Bodies that are not a valid envelope are moved to ``default.XQ`` and the
+reason is logged at ERROR level.
+
+Publisher confirms (``confirm_delivery``)
+-----------------------------------------
+Without confirms (the default, as in Dramatiq), ``send()`` returns as soon as the message is
+written to the socket. A message can then be lost without any error when the connection breaks at
+that moment (broker restart, network cut, a proxy or load balancer closing an idle connection), when
+the broker refuses it (for instance under a memory or disk alarm, or above its maximum message
+size) or when the queue was deleted in the meantime (the default exchange drops unroutable
+messages). With ``confirm_delivery=True`` each ``send()`` waits until RabbitMQ has taken
+responsibility for the message (written it to disk, for persistent messages on durable queues),
+retries on connection errors, re-declares a deleted queue and raises
+:class:`~greenroom.errors.ConnectionClosed` when it finally fails. The price is one round trip per
+message, so enqueueing is several times slower.
+
+Threads
+-------
+pika connections are not thread-safe. Each producing thread gets its own connection and channel
+(created on first use); each consumer owns another one, driven by its consumer thread. Acks and
+nacks requested by worker threads are queued and executed on the consumer's thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import pika
+import pika.exceptions
+
+from ..broker import Broker, Consumer, MessageProxy, decode_message
+from ..common import current_millis, dq_name, getenv_int, q_name, xq_name
+from ..errors import ConnectionClosed, DecodeError, QueueJoinTimeout
+from ..message import Message
+from ..middleware.middleware import Middleware
+
+__all__ = ["RabbitmqBroker"]
+
+#: How long dead letters are kept in ``<q>.XQ`` unless ``greenroom_dead_message_ttl`` says otherwise (7 days).
+DEFAULT_DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
+#: Attempts to publish one message before giving up with ConnectionClosed.
+MAX_ENQUEUE_ATTEMPTS = 6
+#: Attempts to declare a queue on the server (the connection is reset between them).
+MAX_DECLARE_ATTEMPTS = 2
+#: A producer connection idle for longer than this is checked (heartbeats, closure) before publishing.
+IDLE_CHECK_S = 1.0
+#: AMQP's prefetch count is a 16-bit field.
+MAX_PREFETCH = 65535
+
+_Action = Literal["ack", "nack", "requeue"]
+_consumer_ids = itertools.count(1)
+
+
+@contextmanager
+def _translate_pika_errors(
+    doing: str, queue_name: str | None = None, broker: RabbitmqBroker | None = None
+) -> Iterator[None]:
+    """Turn every pika and socket error into :class:`ConnectionClosed`, chained to its cause.
+
+    A channel closed with 404 NOT_FOUND means the queue was deleted: with ``broker`` and
+    ``queue_name`` given, the queue is marked for re-declaration.
+    """
+    try:
+        yield
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        if (
+            broker is not None
+            and queue_name is not None
+            and isinstance(exc, pika.exceptions.ChannelClosedByBroker)
+            and exc.reply_code == 404
+        ):
+            broker.queues_pending.add(q_name(queue_name))
+        raise ConnectionClosed(f"RabbitMQ error while {doing}: {exc!r}") from exc
+
+
+def _build_parameters(
+    url: str | Sequence[str] | None, parameters: Sequence[Mapping[str, Any]] | None, conn_kwargs: dict[str, Any]
+) -> list[Any]:
+    if url is not None:
+        if parameters is not None or conn_kwargs:
+            raise RuntimeError("pass either url, parameters or connection keyword arguments, not several of them")
+        urls = url.split(";") if isinstance(url, str) else list(url)
+        built = [pika.URLParameters(u.strip()) for u in urls if u.strip()]
+        if not built:
+            raise ValueError("url names no RabbitMQ server")
+        return built
+    if parameters is not None:
+        if conn_kwargs:
+            raise RuntimeError("pass either parameters or connection keyword arguments, not both")
+        return [pika.ConnectionParameters(**p) for p in parameters]
+    return [pika.ConnectionParameters(**conn_kwargs)]
+
+
+class RabbitmqBroker(Broker):
+    """A broker backed by RabbitMQ (needs the ``rabbitmq`` extra: pika).
+
+    Queues are declared on the server lazily, on the first enqueue or consume, all durable:
+
+    ============ ===================================================================================
+    queue        arguments
+    ============ ===================================================================================
+    ``q``        ``x-dead-letter-exchange: ""``, ``x-dead-letter-routing-key: "q.XQ"``,
+                 and ``x-max-priority: max_priority`` when set
+    ``q.DQ``     the same as ``q``
+    ``q.XQ``     ``x-message-ttl: dead_message_ttl``
+    ============ ===================================================================================
+
+    Every client declaring these queues must use exactly the same arguments (RabbitMQ refuses a
+    mismatching redeclaration): give greenroom and Dramatiq the same ``max_priority``.
+
+    Parameters:
+      confirm_delivery: Wait for a publisher confirm on every enqueue (see the module documentation).
+      url: An ``amqp://`` or ``amqps://`` URL; several URLs (a list, or one string separated by ``;``)
+        are tried in order when connecting.
+      middleware: As for :class:`~greenroom.Broker`.
+      max_priority: Enables the ``broker_priority`` message option (``1..255``; higher runs first).
+      parameters: A list of dicts of pika ``ConnectionParameters`` arguments, tried in order.
+      dead_message_ttl: Milliseconds dead letters are kept (default: ``greenroom_dead_message_ttl``,
+        else 7 days).
+      conn_kwargs: pika ``ConnectionParameters`` arguments (``host``, ``port``, ``credentials``...).
+
+    Raises:
+      ValueError: When ``max_priority`` is out of range.
+      RuntimeError: When ``url`` is combined with other connection settings, or ``parameters``
+        with keyword arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        confirm_delivery: bool = False,
+        url: str | Sequence[str] | None = None,
+        middleware: list[Middleware] | None = None,
+        max_priority: int | None = None,
+        parameters: Sequence[Mapping[str, Any]] | None = None,
+        dead_message_ttl: int | None = None,
+        **conn_kwargs: Any,
+    ) -> None:
+        if max_priority is not None and not 0 < max_priority <= 255:
+            raise ValueError("max_priority must be a value between 1 and 255")
+        self._parameters = _build_parameters(url, parameters, conn_kwargs)
+        super().__init__(middleware=middleware)
+        self.confirm_delivery = confirm_delivery
+        self.max_priority = max_priority
+        self.dead_message_ttl = (
+            dead_message_ttl or getenv_int("greenroom_dead_message_ttl") or DEFAULT_DEAD_MESSAGE_TTL_MS
+        )
+        #: Canonical names of the declared queues.
+        self.queues: set[str] = set()
+        #: Declared queues not yet (or no longer) known to exist on the server. Any thread adds and
+        #: discards names; single set operations are atomic, and a stale answer only costs a redeclare.
+        self.queues_pending: set[str] = set()
+        #: This thread's producer connection, channel, owning pid and last use (pika is not thread-safe).
+        self._local = threading.local()
+        #: Serialises declarations (hooks and listeners run once per queue); re-entrant for hooks.
+        self._declare_lock = threading.RLock()
+        #: Guards _connections and _consumers, touched by every producing and consuming thread.
+        self._lock = threading.Lock()
+        self._connections: set[Any] = set()
+        self._consumers: weakref.WeakSet[_RabbitmqConsumer] = weakref.WeakSet()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with _translate_pika_errors("connecting"):
+            connection = pika.BlockingConnection(self._parameters)
+        with self._lock:
+            self._connections.add(connection)
+        return connection
+
+    def _close_connection(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+        try:
+            if connection.is_open:
+                connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass  # it is being discarded because it is broken
+
+    def _channel(self) -> Any:
+        """This thread's producer channel, (re)opened as needed."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            # A connection inherited through fork shares its socket with the parent: never touch it.
+            local.connection = local.channel = None
+            local.pid = os.getpid()
+        connection, channel = local.connection, local.channel
+        if channel is not None and channel.is_open and connection.is_open:
+            if time.monotonic() - local.last_used_s > IDLE_CHECK_S:
+                # Service heartbeats and notice a connection the server closed while we were idle,
+                # instead of writing a message into a dead socket.
+                try:
+                    connection.process_data_events(0)
+                except (pika.exceptions.AMQPError, OSError):
+                    self._drop_thread_connection()
+                    return self._channel()
+            local.last_used_s = time.monotonic()
+            return channel
+        if connection is None or not connection.is_open:
+            self._drop_thread_connection()
+            connection = self._connect()
+        try:
+            with _translate_pika_errors("opening a channel"):
+                channel = connection.channel()
+                if self.confirm_delivery:
+                    channel.confirm_delivery()
+        except ConnectionClosed:
+            self._close_connection(connection)
+            raise
+        local.connection, local.channel, local.last_used_s = connection, channel, time.monotonic()
+        return channel
+
+    def _drop_thread_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = self._local.channel = None
+        if connection is not None:
+            self._close_connection(connection)
+
+    def close(self) -> None:
+        """Close every connection this broker opened, in any thread (errors are ignored).
+
+        Call it once producing and consuming threads are done with the broker: pika connections
+        are not thread-safe. The broker reconnects if it is used again.
+        """
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for connection in connections:
+            self._close_connection(connection)
+        self._local = threading.local()
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    def _queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
+        if self.max_priority:
+            arguments["x-max-priority"] = self.max_priority
+        return arguments
+
+    def _declare_on_server(self, queue_name: str) -> tuple[int, int, int]:
+        """Declare ``q``, ``q.DQ`` and ``q.XQ`` and return their ready message counts."""
+        arguments = self._queue_arguments(queue_name)
+        xq_arguments = {"x-message-ttl": self.dead_message_ttl}
+        for attempt in range(1, MAX_DECLARE_ATTEMPTS + 1):
+            try:
+                channel = self._channel()
+                with _translate_pika_errors(f"declaring queue {queue_name!r}"):
+                    counts = (
+                        channel.queue_declare(queue_name, durable=True, arguments=arguments),
+                        channel.queue_declare(dq_name(queue_name), durable=True, arguments=arguments),
+                        channel.queue_declare(xq_name(queue_name), durable=True, arguments=xq_arguments),
+                    )
+                self.queues_pending.discard(queue_name)
+                return counts[0].method.message_count, counts[1].method.message_count, counts[2].method.message_count
+            except ConnectionClosed:
+                self._drop_thread_connection()
+                if attempt == MAX_DECLARE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def declare_queue(self, queue_name: str, *, ensure: bool = False) -> None:
+        """Declare a queue and its delay queue (idempotent).
+
+        Parameters:
+          queue_name: The queue; a ``.DQ``/``.XQ`` suffix is ignored.
+          ensure: Also make sure the queues exist on the server.
+
+        Raises:
+          ConnectionClosed: With ``ensure``, when the server could not be reached.
+        """
+        queue_name = q_name(queue_name)
+        if queue_name not in self.queues:
+            with self._declare_lock:
+                if queue_name not in self.queues:
+                    self.emit_before("declare_queue", queue_name)
+                    self.queues_pending.add(queue_name)
+                    self.queues.add(queue_name)
+                    self.emit_after("declare_queue", queue_name)
+                    self._notify_queue_declared(queue_name, False)
+                    delayed_name = dq_name(queue_name)
+                    self.delay_queues.add(delayed_name)
+                    self.emit_after("declare_delay_queue", delayed_name)
+                    self._notify_queue_declared(delayed_name, True)
+        if ensure and queue_name in self.queues_pending:
+            self._declare_on_server(queue_name)
+
+    # -- producing ------------------------------------------------------------------------------
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Publish a persistent message, on ``q.DQ`` with an ``eta`` when ``delay`` (ms) is given.
+
+        Raises:
+          ConnectionClosed: When the message could not be published after several attempts.
+        """
+        queue_name = message.queue_name
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
+        canonical_name = q_name(queue_name)
+        self.declare_queue(canonical_name)
+        self.emit_before("enqueue", message, delay)
+        # Encoded after the hooks: middleware may add options in before_enqueue.
+        body = message.encode()
+        properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
+        for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
+            try:
+                self.declare_queue(canonical_name, ensure=True)
+                channel = self._channel()
+                with _translate_pika_errors(f"publishing to {queue_name!r}"):
+                    channel.basic_publish(
+                        exchange="",
+                        routing_key=queue_name,
+                        body=body,
+                        properties=properties,
+                        mandatory=self.confirm_delivery,
+                    )
+                break
+            except ConnectionClosed as exc:
+                if isinstance(exc.__cause__, pika.exceptions.UnroutableError):
+                    # Returned as unroutable: the queue was deleted under us, declare it again.
+                    self.queues_pending.add(canonical_name)
+                else:
+                    self._drop_thread_connection()
+                if attempt == MAX_ENQUEUE_ATTEMPTS:
+                    raise
+                self.logger.debug("Publishing to %r failed (%s); retrying.", queue_name, exc)
+                # A short, growing pause rides out a broker restart or a failover to another node.
+                time.sleep(0.05 * 2**attempt)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    # -- consuming ------------------------------------------------------------------------------
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        """A consumer with its own connection, holding at most ``prefetch`` unacknowledged messages.
+
+        ``__next__`` returns ``None`` after ``timeout`` ms without a message.
+
+        Raises:
+          ConnectionClosed: When the server could not be reached.
+        """
+        self.declare_queue(queue_name, ensure=True)
+        consumer = _RabbitmqConsumer(self, queue_name, prefetch, timeout)
+        with self._lock:
+            self._consumers.add(consumer)
+        return consumer
+
+    # -- inspection (tests and tools) -----------------------------------------------------------
+
+    def get_queue_message_counts(self, queue_name: str) -> tuple[int, int, int]:
+        """The ready (not unacknowledged) message counts of ``q``, ``q.DQ`` and ``q.XQ``.
+
+        The three queues are declared on the way, with the usual arguments.
+        """
+        return self._declare_on_server(q_name(queue_name))
+
+    def _unacked_count(self, queue_name: str) -> int:
+        """Messages of ``q`` and ``q.DQ`` delivered to this process's consumers and not yet settled."""
+        names = {queue_name, dq_name(queue_name)}
+        with self._lock:
+            consumers = list(self._consumers)
+        return sum(c.unacked_count() for c in consumers if c.queue_name in names)
+
+    def flush(self, queue_name: str) -> None:
+        """Drop the ready messages of ``q``, ``q.DQ`` and ``q.XQ`` (unacknowledged ones stay)."""
+        queue_name = q_name(queue_name)
+        for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+            try:
+                channel = self._channel()
+                with _translate_pika_errors(f"purging {name!r}"):
+                    channel.queue_purge(name)
+            except ConnectionClosed as exc:
+                cause = exc.__cause__
+                if isinstance(cause, pika.exceptions.ChannelClosedByBroker) and cause.reply_code == 404:
+                    continue  # nothing to purge; the next _channel() call reopens the channel
+                raise
+
+    def flush_all(self) -> None:
+        """Flush every declared queue."""
+        for queue_name in list(self.queues):
+            self.flush(queue_name)
+
+    def join(
+        self, queue_name: str, min_successes: int = 10, idle_time: int = 100, *, timeout: int | None = None
+    ) -> None:
+        """Wait until ``q`` and ``q.DQ`` look empty on ``min_successes`` checks in a row (a test helper).
+
+        A check counts the ready messages on the server plus the messages this process's consumers
+        hold unacknowledged (running, waiting in the worker, or delayed in memory). Messages held by
+        other processes' consumers are not seen, and a message on the wire between the server and a
+        consumer is briefly invisible: the repeated checks, ``idle_time`` ms apart, cover that.
+
+        Raises:
+          QueueJoinTimeout: When ``timeout`` ms pass first.
+        """
+        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
+        successes = 0
+        while successes < min_successes:
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                raise QueueJoinTimeout(queue_name)
+            ready, delayed, _ = self.get_queue_message_counts(queue_name)
+            successes = successes + 1 if ready + delayed + self._unacked_count(queue_name) == 0 else 0
+            time.sleep(idle_time / 1000)
+
+
+class _RabbitmqMessageProxy(MessageProxy):
+    """A delivered message, with its AMQP delivery tag and redelivered flag."""
+
+    def __init__(self, message: Message[Any], *, tag: int, redelivered: bool, consumer_id: int) -> None:
+        super().__init__(message)
+        self.redelivered = redelivered
+        self._tag = tag
+        #: Delivery tags are only meaningful on the channel that delivered the message.
+        self._consumer_id = consumer_id
+
+
+class _RabbitmqConsumer(Consumer):
+    """Consumes one queue on a connection of its own.
+
+    The thread iterating the consumer drives the connection. ``ack``, ``nack`` and ``requeue`` may
+    be called from any thread: they queue a request and wake that thread with pika's only
+    thread-safe call, ``add_callback_threadsafe``; ``close`` executes what is still queued.
+    """
+
+    def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+        self.broker = broker
+        self.logger = broker.logger
+        self.queue_name = queue_name
+        self.timeout_s = timeout_ms / 1000
+        self.consumer_id = next(_consumer_ids)
+        #: Deliveries received and not yet handed out. Connection thread only.
+        self._deliveries: deque[tuple[int, bool, bytes]] = deque()
+        #: Guards _unacked, _requests and _wake_scheduled (worker threads, join, connection thread).
+        self._lock = threading.Lock()
+        #: Delivery tags received and not yet settled.
+        self._unacked: set[int] = set()
+        self._requests: deque[tuple[_Action, int]] = deque()
+        self._wake_scheduled = False
+        self._cancelled = False
+        self._closed = False
+        self._owner = threading.get_ident()
+        self._connection = broker._connect()
+        try:
+            with _translate_pika_errors(f"consuming {queue_name!r}", queue_name, broker):
+                self._channel = self._connection.channel()
+                self._channel.basic_qos(prefetch_count=min(max(prefetch, 1), MAX_PREFETCH))
+                self._channel.add_on_cancel_callback(self._on_cancel)
+                self._channel.basic_consume(queue_name, self._on_delivery)
+        except ConnectionClosed:
+            broker._close_connection(self._connection)
+            raise
+
+    def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+        with self._lock:
+            self._unacked.add(method.delivery_tag)
+        self._deliveries.append((method.delivery_tag, bool(method.redelivered), body))
+
+    def _on_cancel(self, _frame: Any) -> None:
+        # RabbitMQ cancels consumers of a deleted queue: re-declare it when reconnecting.
+        self._cancelled = True
+        self.broker.queues_pending.add(q_name(self.queue_name))
+
+    def unacked_count(self) -> int:
+        """How many deliveries this consumer holds unsettled (any thread)."""
+        with self._lock:
+            return len(self._unacked)
+
+    def __next__(self) -> MessageProxy | None:
+        self._owner = threading.get_ident()
+        self._run_requests()
+        if not self._deliveries:
+            self._check_open()
+            with _translate_pika_errors(f"consuming {self.queue_name!r}", self.queue_name, self.broker):
+                # Returns early when a delivery or a thread-safe callback (an ack) arrives.
+                self._connection.process_data_events(time_limit=self.timeout_s)
+        while self._deliveries:
+            tag, redelivered, body = self._deliveries.popleft()
+            try:
+                message = decode_message(body)
+            except DecodeError as exc:
+                self._reject_poison(tag, redelivered, body, exc)
+                continue
+            return _RabbitmqMessageProxy(message, tag=tag, redelivered=redelivered, consumer_id=self.consumer_id)
+        self._check_open()
+        return None
+
+    def _check_open(self) -> None:
+        if self._cancelled:
+            raise ConnectionClosed(f"RabbitMQ cancelled the consumer of {self.queue_name!r} (was it deleted?)")
+        if self._closed or not self._channel.is_open or not self._connection.is_open:
+            raise ConnectionClosed(f"the connection consuming {self.queue_name!r} is closed")
+
+    def _reject_poison(self, tag: int, redelivered: bool, body: bytes, error: DecodeError) -> None:
+        # A dead-letter route cannot carry the reason with the body, so it goes to the log.
+        self.logger.error(
+            "Dead-lettering an invalid payload from %r to %r (delivery tag %d, redelivered=%s, %d bytes): %s. "
+            "Payload starts with %r.",
+            self.queue_name,
+            xq_name(self.queue_name),
+            tag,
+            redelivered,
+            len(body),
+            error,
+            body[:200],
+        )
+        with self._lock:
+            self._unacked.discard(tag)
+        with _translate_pika_errors(f"dead-lettering from {self.queue_name!r}"):
+            self._channel.basic_nack(tag, requeue=False)
+
+    # -- settling (any thread) ------------------------------------------------------------------
+
+    def ack(self, message: MessageProxy) -> None:
+        """Acknowledge a processed message."""
+        self._request("ack", message)
+
+    def nack(self, message: MessageProxy) -> None:
+        """Reject a failed message: RabbitMQ dead-letters it to ``q.XQ``."""
+        self._request("nack", message)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Hand prefetched, unprocessed messages back to the queue right away.
+
+        They return to their place at the head of the queue, flagged as redelivered. (Closing the
+        consumer would return them too; doing it explicitly keeps them safe if the consumer is
+        kept open.)
+        """
+        for message in messages:
+            self._request("requeue", message)
+
+    def _request(self, action: _Action, message: MessageProxy) -> None:
+        if getattr(message, "_consumer_id", None) != self.consumer_id:
+            self.logger.warning(
+                "Cannot %s message %r: it was delivered on an earlier connection, so RabbitMQ delivers it again.",
+                action,
+                message.message_id,
+            )
+            return
+        tag: int = message._tag
+        with self._lock:
+            self._requests.append((action, tag))
+            wake = not self._wake_scheduled and threading.get_ident() != self._owner
+            self._wake_scheduled = self._wake_scheduled or wake
+        if not wake:
+            return  # the connection thread runs the queued requests on its next __next__ or close
+        try:
+            with _translate_pika_errors("scheduling an acknowledgement"):
+                self._connection.add_callback_threadsafe(self._run_requests)
+        except ConnectionClosed as exc:
+            # The channel is gone, and with it the delivery: RabbitMQ delivers the message again.
+            self.logger.warning("Could not %s message %r (%s).", action, message.message_id, exc)
+
+    def _run_requests(self) -> None:
+        """Execute queued acks, nacks and requeues. Connection thread only."""
+        with self._lock:
+            self._wake_scheduled = False
+            if not self._requests:
+                return
+            requests = list(self._requests)
+            self._requests.clear()
+            known = [(action, tag) for action, tag in requests if tag in self._unacked]
+            self._unacked.difference_update(tag for _, tag in known)
+        if len(known) < len(requests):
+            # Settling a tag twice would make RabbitMQ close the channel.
+            self.logger.warning("Ignoring %d acknowledgements of unknown delivery tags.", len(requests) - len(known))
+        with _translate_pika_errors(f"acknowledging messages of {self.queue_name!r}"):
+            for action, tag in known:
+                if action == "ack":
+                    self._channel.basic_ack(tag)
+                else:
+                    self._channel.basic_nack(tag, requeue=action == "requeue")
+
+    def close(self) -> None:
+        """Send the acknowledgements still queued, then close the channel and the connection.
+
+        RabbitMQ returns every delivery that was not acknowledged to its queue.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._channel.is_open and self._connection.is_open:
+                self._run_requests()
+                with _translate_pika_errors(f"closing the consumer of {self.queue_name!r}"):
+                    self._channel.close()
+        except ConnectionClosed as exc:
+            self.logger.debug("Error while closing the consumer of %r: %s", self.queue_name, exc)
+        finally:
+            self.broker._close_connection(self._connection)
+            with self._lock:
+                self._unacked.clear()
+
+    def __repr__(self) -> str:
+        return f"<_RabbitmqConsumer {self.queue_name!r} #{self.consumer_id}>"

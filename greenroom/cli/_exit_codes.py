@@ -1,0 +1,23 @@
+"""The exit codes of the ``greenroom`` command (Dramatiq's values, so scripts keep working)."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ExitCode"]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit status of the main process, and of a worker process that fails to boot."""
+
+    #: Normal shutdown.
+    OK = 0
+    #: Worker processes were killed, or one crashed.
+    KILLED = 1
+    #: The broker or a module could not be imported, bad command-line arguments, or ``--watch``
+    #: prerequisites missing (argparse itself also exits with 2 on a bad flag).
+    IMPORT = 2
+    #: The broker could not be reached while a worker process booted.
+    CONNECTION = 3
+    #: The PID file is held by a running process, holds garbage, or cannot be written.
+    PIDFILE = 4

@@ -1,0 +1,80 @@
+"""The PID file of the main process (SPEC §6.3)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["PidFileError", "remove_pidfile", "write_pidfile"]
+
+
+class PidFileError(Exception):
+    """The PID file cannot be used; the message is the one line shown to the user."""
+
+
+def write_pidfile(path: str, pid: int | None = None) -> None:
+    """Write ``pid`` (default: ours) to ``path``, replacing a stale file.
+
+    A file holding our own PID is kept: that is the main process re-executing itself on ``HUP``.
+
+    Raises:
+      PidFileError: When the file holds garbage, names a running process, or cannot be written.
+    """
+    pid = os.getpid() if pid is None else pid
+    existing = _read_pid(path)
+    if existing == pid:
+        return
+    if existing is not None:
+        if _is_running(existing):
+            raise PidFileError(f"greenroom is already running with PID {existing} (PID file {path!r})")
+        _remove(path)
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(str(pid))
+        os.chmod(path, 0o644)
+    except OSError as exc:
+        raise PidFileError(f"cannot write the PID file {path!r}: {exc.strerror or exc}") from exc
+
+
+def remove_pidfile(path: str, pid: int | None = None) -> None:
+    """Remove the PID file if it still holds ``pid`` (default: ours); errors are ignored."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        if _read_pid(path) == pid:
+            os.remove(path)
+    except (OSError, PidFileError):
+        pass
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            content = f.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PidFileError(f"cannot read the PID file {path!r}: {exc.strerror or exc}") from exc
+    try:
+        return int(content)
+    except ValueError:
+        raise PidFileError(f"the PID file {path!r} contains garbage ({content[:20]!r})") from None
+
+
+def _is_running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists but belongs to someone else
+    return True
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise PidFileError(f"cannot remove the stale PID file {path!r}: {exc.strerror or exc}") from exc

@@ -1,0 +1,110 @@
+"""A rate-limiter backend on Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from ...errors import ConnectionClosed
+from ..backend import RateLimiterBackend
+
+__all__ = ["RedisBackend"]
+
+
+@contextmanager
+def _translate_redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise ConnectionClosed(f"Redis rate-limiter backend: {exc}") from exc
+
+
+class RedisBackend(RateLimiterBackend):
+    """Counters in Redis, as decimal strings, updated with optimistic transactions (WATCH/MULTI).
+
+    Keys are Dramatiq's (no prefix) unless ``namespace`` is given, in which case every key is
+    ``<namespace>:<key>``. Blocking waits use ``BRPOPLPUSH`` on a list that ``wait_notify`` fills.
+
+    Parameters:
+      client: A Redis client to use; ``url`` and ``redis_params`` are ignored then.
+      url: A Redis URL.
+      namespace: A prefix for every key (none by default, as in Dramatiq).
+      redis_params: Keyword arguments for ``redis.Redis``.
+    """
+
+    def __init__(
+        self, *, client: redis.Redis | None = None, url: str | None = None, namespace: str = "", **redis_params: Any
+    ) -> None:
+        if client is None:
+            client = redis.Redis.from_url(url, **redis_params) if url else redis.Redis(**redis_params)
+        self.client = client
+        self.namespace = namespace
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:{key}" if self.namespace else key
+
+    def add(self, key: str, value: int, ttl: int) -> bool:
+        with _translate_redis_errors():
+            return bool(self.client.set(self._key(key), value, px=ttl, nx=True))
+
+    def _update(self, key: str, ttl: int, compute: Callable[[Any, int], int | None], others: list[str]) -> bool:
+        """Read ``key`` (and ``others``) under WATCH, write ``compute(...)`` unless it is None; retry on conflict."""
+        key = self._key(key)
+        watched = [key, *(self._key(k) for k in others)]
+        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(*watched)
+                    values = [int(v or 0) for v in pipe.mget(watched)]
+                    new_value = compute(values, values[0])
+                    if new_value is None:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.set(key, new_value, px=ttl)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+        def compute(values: Any, current: int) -> int | None:
+            return None if current + amount > maximum else current + amount
+
+        return self._update(key, ttl, compute, [])
+
+    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
+        def compute(values: Any, current: int) -> int | None:
+            return None if current - amount < minimum else current - amount
+
+        return self._update(key, ttl, compute, [])
+
+    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
+        others = [k for k in keys() if k != key]
+
+        def compute(values: Any, current: int) -> int | None:
+            if current + amount > maximum or sum(values) + amount > maximum:
+                return None
+            return current + amount
+
+        return self._update(key, ttl, compute, others)
+
+    def wait(self, key: str, timeout: int | None) -> bool:
+        key = self._key(key)
+        with _translate_redis_errors():
+            if timeout is not None and timeout < 1:
+                value = self.client.rpoplpush(key, key)
+            else:
+                # 0 means "forever" to Redis; fractional seconds need Redis ≥ 6.
+                value = self.client.brpoplpush(key, key, 0 if timeout is None else timeout / 1000)
+        return value in (b"x", "x")  # "x" when the client decodes responses
+
+    def wait_notify(self, key: str, ttl: int) -> None:
+        key = self._key(key)
+        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, b"x")
+            pipe.pexpire(key, ttl)
+            pipe.execute()

@@ -1,0 +1,81 @@
+"""An in-process rate-limiter backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ..backend import RateLimiterBackend
+
+__all__ = ["StubBackend"]
+
+
+class StubBackend(RateLimiterBackend):
+    """Counters in a dict, for tests and single-process use. TTLs are honoured to the millisecond."""
+
+    def __init__(self) -> None:
+        #: Key → (value, monotonic expiry in s); guarded by _cond, touched by any thread.
+        self.db: dict[str, tuple[int, float]] = {}
+        #: Guards db; notified by wait_notify so waiters wake at once.
+        self._cond = threading.Condition()
+
+    def _value(self, key: str) -> int | None:
+        entry = self.db.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self.db[key]
+            return None
+        return entry[0]
+
+    def _put(self, key: str, value: int, ttl: int) -> None:
+        self.db[key] = (value, time.monotonic() + ttl / 1000)
+
+    def add(self, key: str, value: int, ttl: int) -> bool:
+        with self._cond:
+            if self._value(key) is not None:
+                return False
+            self._put(key, value, ttl)
+            return True
+
+    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+        with self._cond:
+            value = (self._value(key) or 0) + amount
+            if value > maximum:
+                return False
+            self._put(key, value, ttl)
+            return True
+
+    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
+        with self._cond:
+            value = (self._value(key) or 0) - amount
+            if value < minimum:
+                return False
+            self._put(key, value, ttl)
+            return True
+
+    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
+        with self._cond:
+            value = (self._value(key) or 0) + amount
+            if value > maximum:
+                return False
+            if sum(self._value(k) or 0 for k in keys()) + amount > maximum:
+                return False
+            self._put(key, value, ttl)
+            return True
+
+    def wait(self, key: str, timeout: int | None) -> bool:
+        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
+        with self._cond:
+            while self._value(key) is None:
+                remaining_s = None if deadline_s is None else deadline_s - time.monotonic()
+                if remaining_s is not None and remaining_s <= 0:
+                    return False
+                self._cond.wait(remaining_s)
+            return True
+
+    def wait_notify(self, key: str, ttl: int) -> None:
+        with self._cond:
+            self._put(key, 1, ttl)
+            self._cond.notify_all()
