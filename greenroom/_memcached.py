@@ -30,7 +30,11 @@ def ttl_seconds(ttl_ms: int) -> int:
 
 
 def make_pool(pool: Any, pool_size: int, client_params: dict[str, Any]) -> Any:
-    """A ``pylibmc.ClientPool`` (the given one, or one built from ``client_params``) with CAS on."""
+    """A ``pylibmc.ClientPool`` (the given one, or one built from ``client_params``) with CAS on.
+
+    Backends reserve clients with ``block=True``: more threads than ``pool_size`` wait for a free
+    client rather than fail.
+    """
     if pool is not None:
         return pool
     params = dict(client_params)

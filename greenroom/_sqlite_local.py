@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -75,7 +76,7 @@ class ThreadLocalConnections:
             # isolation_level=None: we issue BEGIN ourselves, so reads never hold a transaction open.
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             if self.schema:
                 with self._write(conn):
@@ -85,6 +86,27 @@ class ThreadLocalConnections:
         except (sqlite3.Error, OSError) as exc:
             raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL mode (once per file; it persists).
+
+        Changing the journal mode needs the database to itself and does not always go through the
+        busy handler, so while another connection (maybe in another process) is busy, retry
+        within the busy timeout.
+        """
+        deadline_s = time.monotonic() + self.busy_timeout_ms / 1000
+        delay_s = 0.005
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline_s:
+                    raise
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 0.1)
 
     @staticmethod
     @contextmanager

@@ -104,6 +104,8 @@ class EventLoopThread(threading.Thread):
             self.join(_STOP_TIMEOUT_S)
             if self.is_alive():
                 self.logger.warning("The event loop thread did not stop within %s s.", _STOP_TIMEOUT_S)
+        elif self.ident is None and not self.loop.is_closed():
+            self.loop.close()  # never started: release the loop's selector now
 
     def run_coroutine(self, coroutine: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on the loop from another thread and wait for its result.
@@ -129,7 +131,11 @@ class EventLoopThread(threading.Thread):
             tasks.append(task)
             task.add_done_callback(functools.partial(_copy_outcome, outcome))
 
-        self.loop.call_soon_threadsafe(start_task)
+        try:
+            self.loop.call_soon_threadsafe(start_task)
+        except RuntimeError:  # the loop closed since the check above
+            coroutine.close()
+            raise
         try:
             # Waiting in short slices lets an asynchronously raised Interrupt reach this thread.
             while not concurrent.futures.wait([outcome], timeout=self.interrupt_check_ival).done:
@@ -150,7 +156,9 @@ _STOP_TIMEOUT_S = 10.0
 
 def _copy_outcome(outcome: concurrent.futures.Future[R], task: asyncio.Task[R]) -> None:
     if task.cancelled():
+        # cancel() alone does not wake concurrent.futures.wait(); this marks it done for waiters.
         outcome.cancel()
+        outcome.set_running_or_notify_cancel()
     elif task.exception() is not None:
         outcome.set_exception(task.exception())
     else:

@@ -1,21 +1,144 @@
-"""The ``greenroom`` command line."""
+"""The ``greenroom`` command line: a main process supervising worker processes (SPEC §6).
+
+``main`` is a composition of small steps: parse the arguments, prepare the environment of the
+main process (import path, PID file, logging), run the supervisor until the tree stops, shut the
+log stream down, and re-execute the same command when ``HUP`` asked for a reload. The main
+process never imports the application: worker processes do.
+"""
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
-__all__ = ["main", "make_argument_parser"]
+from .. import __version__
+from ..threading import is_gevent_active
+from ._args import CliOptions, make_argument_parser, options_from_namespace
+from ._exit_codes import ExitCode
+from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
+from ._pidfile import PidFileError, remove_pidfile, write_pidfile
+from ._supervisor import Supervisor
+from ._watch import check_watch_prerequisites, start_watcher
+
+__all__ = ["ExitCode", "main", "make_argument_parser"]
+
+logger = logging.getLogger("greenroom.MainProcess")
 
 
-def make_argument_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``greenroom`` command."""
-    parser = argparse.ArgumentParser(prog="greenroom", description="Run greenroom workers.")
-    parser.add_argument("broker", help="the broker module, module:attribute or module:callable")
-    parser.add_argument("modules", nargs="*", help="additional modules to import")
-    return parser
+class _SetupError(Exception):
+    """The command cannot start; the message is the one line shown to the user."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    """Run the command; returns the exit code."""
-    make_argument_parser().parse_args() if args is None else args
-    raise SystemExit("greenroom: the worker command line is not available yet")
+    """Run the ``greenroom`` command.
+
+    Parameters:
+      args: A namespace parsed with :func:`make_argument_parser`; ``sys.argv`` is parsed when ``None``
+        (a bad flag then prints the usage and exits with status 2).
+
+    Returns:
+      The exit code (see :class:`ExitCode`).
+    """
+    options = parse_args(args)
+    try:
+        output = prepare_environment(options)
+    except _SetupError as exc:
+        sys.stderr.write(f"greenroom: {exc}\n")
+        return int(exc.code)
+    return run(options, output)
+
+
+def parse_args(args: argparse.Namespace | None) -> CliOptions:
+    """Typed options from a pre-parsed namespace, or from ``sys.argv``."""
+    namespace = make_argument_parser().parse_args() if args is None else args
+    return options_from_namespace(namespace)
+
+
+def prepare_environment(options: CliOptions) -> LogOutput:
+    """Set up the main process: import path, ``--watch`` checks, PID file and the log stream.
+
+    Raises:
+      _SetupError: When one of them is not possible.
+    """
+    for path in options.path:
+        sys.path.insert(0, path)
+    if options.watch:
+        problem = check_watch_prerequisites()
+        if problem:
+            raise _SetupError(ExitCode.IMPORT, problem)
+    if options.pid_file:
+        _write_pidfile(options.pid_file)
+    try:
+        output = LogOutput(options.log_file)
+    except OSError as exc:
+        raise _SetupError(ExitCode.IMPORT, f"cannot open the log file {options.log_file!r}: {exc.strerror}") from exc
+    if not options.skip_logging:
+        configure_main_logging(output, options.verbose)
+    return output
+
+
+def _write_pidfile(path: str) -> None:
+    try:
+        write_pidfile(path)
+    except PidFileError as exc:
+        raise _SetupError(ExitCode.PIDFILE, str(exc)) from exc
+    atexit.register(remove_pidfile, path, os.getpid())
+
+
+def run(options: CliOptions, output: LogOutput) -> int:
+    """Supervise the worker and fork processes until they stop; returns the exit code."""
+    logger.info("Greenroom %r is booting up.", __version__)
+    forwarder = LogForwarder(output)
+    stop_watching: list[Callable[[], None]] = []
+    supervisor = Supervisor(
+        options,
+        forwarder,
+        gevent=is_gevent_active(),
+        on_ready=lambda: stop_watching.extend(_start_watching(options)),
+    )
+    try:
+        code = supervisor.run()
+    finally:
+        for stop in stop_watching:
+            stop()
+        forwarder.stop()
+    if supervisor.reload and code == ExitCode.OK:
+        _reexec(output)
+    logger.info("Greenroom stopped (exit code %d).", code)
+    output.close()
+    return code
+
+
+def _start_watching(options: CliOptions) -> list[Callable[[], None]]:
+    if not options.watch:
+        return []
+    logger.info("Watching %s for changes.", options.watch)
+    return [
+        start_watcher(
+            options.watch,
+            polling=options.watch_use_polling,
+            include=options.include_patterns,
+            exclude=options.exclude_patterns,
+            on_change=lambda: os.kill(os.getpid(), signal.SIGHUP),  # through the supervisor's handler
+        )
+    ]
+
+
+def _reexec(output: LogOutput) -> NoReturn:
+    """Replace this process with a fresh run of the same command: new code, same PID."""
+    logger.info("Reloading: starting greenroom again.")
+    output.close()
+    # sys.orig_argv is the interpreter's own command line, so ``python -m greenroom``, the console
+    # scripts and interpreter options all come back exactly as they were started.
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    os.execv(sys.executable, argv)

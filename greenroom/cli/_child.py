@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 import signal
+import socket
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 
 from ._log_pipes import configure_child_logging, redirect_child_output
 
@@ -28,25 +28,21 @@ class ChildPipes:
       log: Write end of the child's log pipe.
       control: The child's end of its control pipe: the child reports its boot on it, and sees
         end-of-file there when the main process is gone.
-      close_fds: Descriptors the child inherited through ``fork`` that belong to the main process.
-      close_conns: Connections the child inherited through ``fork`` that belong to the main process
-        (as long as a child holds them, the pipe of another child never reaches end-of-file).
+      close_conns: Pipe ends the child inherited through ``fork`` that belong to the main process:
+        as long as a child holds the main process's end of a control pipe, the child at the other
+        end never sees end-of-file there. (Read ends of log pipes may stay open: only write ends
+        decide end-of-file. Under gevent, closing a descriptor the inherited event loop watches
+        would even abort the child.)
     """
 
     log: Connection
     control: Connection
-    close_fds: tuple[int, ...] = ()
-    close_conns: tuple[Connection, ...] = ()
+    close_conns: tuple[Connection | socket.socket, ...] = ()
 
 
 def bootstrap_child(pipes: ChildPipes, verbose: int, skip_logging: bool) -> None:
     """Make a fresh child process independent of the main process's handles and route its output."""
     signal.set_wakeup_fd(-1)
-    for fd in pipes.close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
     for conn in pipes.close_conns:
         conn.close()
     redirect_child_output(pipes.log.fileno())
@@ -67,6 +63,9 @@ def watch_parent(control: Connection, on_gone: Callable[[], None], logger: loggi
     def run() -> None:
         while True:
             try:
+                # wait() first: it goes through select, which gevent makes cooperative; a bare
+                # read would block every greenlet of the process.
+                wait([control])
                 control.recv_bytes()
             except (EOFError, OSError):
                 break

@@ -107,11 +107,6 @@ class LogForwarder(threading.Thread):
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
 
-    def handles(self) -> list[int]:
-        """File descriptors a forked child must close (it inherits them but must not hold them)."""
-        with self._lock:
-            return [self._wake_r, self._wake_w, *self._pending, *self._partial]
-
     def add(self, fd: int) -> None:
         """Forward what is written into the pipe whose read end is ``fd``; the forwarder closes it at EOF."""
         os.set_blocking(fd, False)
@@ -205,11 +200,11 @@ class _LineWriter(io.TextIOBase):
         self._broken = False
 
     @property
-    def encoding(self) -> str:
+    def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
 
     @property
-    def errors(self) -> str | None:
+    def errors(self) -> str | None:  # type: ignore[override]
         return "backslashreplace"
 
     def writable(self) -> bool:

@@ -126,8 +126,8 @@ class ResultBackend(abc.ABC):
     def _encode(self, value: Any) -> bytes:
         return self.encoder.encode(value)
 
-    def _decode(self, data: bytes) -> Any:
-        return self.encoder.decode(data)
+    def _decode(self, data: bytes | str) -> Any:
+        return self.encoder.decode(data)  # type: ignore[arg-type]  # JSON also takes str
 
     # -- primitives -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from tests.conftest import service_unavailable
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
+@pytest.mark.xdist_group("rabbitmq-default")
 class TestRabbitmqBrokerContract(BrokerContract):
     """The contract suite on the shared RabbitMQ; its tests use the queue "default", flushed around each test."""
 
@@ -26,7 +27,6 @@ class TestRabbitmqBrokerContract(BrokerContract):
             service_unavailable("RabbitMQ", exc)
         broker.emit_after("process_boot")
         yield broker
-        broker.flush_all()
         broker.flush("default")
         broker.close()
 

@@ -34,15 +34,19 @@ class MemcachedBackend(RateLimiterBackend):
         self.pool = make_pool(pool, pool_size, client_params)
 
     def add(self, key: str, value: int, ttl: int) -> bool:
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             return bool(client.add(key, value, time=ttl_seconds(ttl)))
 
     def _update(self, key: str, ttl: int, compute: _Compute, others: list[str]) -> bool:
         """Compare-and-swap ``key`` to ``compute(current, others_sum)`` unless it is None; retry on conflict."""
         expiry = ttl_seconds(ttl)
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             while True:
                 current, cas_id = client.gets(key)
+                if cas_id is None and client.get(key) is not None:
+                    # libmemcached's gets can report a present key as missing (seen on a client's
+                    # first gets); a plain get tells the truth, so read again.
+                    continue
                 # The other keys are read, not locked: a concurrent write to one of them can let a
                 # window sum overshoot by that write, a race every per-key store shares.
                 others_sum = sum(int(v) for v in client.get_multi(others).values()) if others else 0
@@ -70,9 +74,9 @@ class MemcachedBackend(RateLimiterBackend):
         return self._update(key, ttl, compute, [k for k in keys() if k != key])
 
     def wait_notify(self, key: str, ttl: int) -> None:
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             client.set(key, 1, time=ttl_seconds(ttl))
 
     def _is_notified(self, key: str) -> bool:
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             return client.get(key) is not None

@@ -50,16 +50,20 @@ class RedisBackend(RateLimiterBackend):
         with _translate_redis_errors():
             return bool(self.client.set(self._key(key), value, px=ttl, nx=True))
 
-    def _update(self, key: str, ttl: int, compute: Callable[[Any, int], int | None], others: list[str]) -> bool:
-        """Read ``key`` (and ``others``) under WATCH, write ``compute(...)`` unless it is None; retry on conflict."""
+    def _update(self, key: str, ttl: int, compute: Callable[[int, int], int | None], others: list[str]) -> bool:
+        """Set ``key`` to ``compute(current, others_sum)`` unless it is None, atomically.
+
+        ``key`` and ``others`` are read under WATCH and ``key`` is written in MULTI; a concurrent
+        write to any of them aborts the transaction, and the whole read-compute-write is retried.
+        """
         key = self._key(key)
         watched = [key, *(self._key(k) for k in others)]
         with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(*watched)
-                    values = [int(v or 0) for v in pipe.mget(watched)]
-                    new_value = compute(values, values[0])
+                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
+                    current, *rest = (int(v or 0) for v in pipe.mget(watched))
+                    new_value = compute(current, sum(rest))
                     if new_value is None:
                         pipe.unwatch()
                         return False
@@ -71,26 +75,18 @@ class RedisBackend(RateLimiterBackend):
                     continue
 
     def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
-        def compute(values: Any, current: int) -> int | None:
-            return None if current + amount > maximum else current + amount
-
-        return self._update(key, ttl, compute, [])
+        return self._update(key, ttl, lambda current, _: None if current + amount > maximum else current + amount, [])
 
     def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
-        def compute(values: Any, current: int) -> int | None:
-            return None if current - amount < minimum else current - amount
-
-        return self._update(key, ttl, compute, [])
+        return self._update(key, ttl, lambda current, _: None if current - amount < minimum else current - amount, [])
 
     def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
-        others = [k for k in keys() if k != key]
-
-        def compute(values: Any, current: int) -> int | None:
-            if current + amount > maximum or sum(values) + amount > maximum:
+        def compute(current: int, others_sum: int) -> int | None:
+            if current + amount > maximum or current + others_sum + amount > maximum:
                 return None
             return current + amount
 
-        return self._update(key, ttl, compute, others)
+        return self._update(key, ttl, compute, [k for k in keys() if k != key])
 
     def wait(self, key: str, timeout: int | None) -> bool:
         key = self._key(key)

@@ -53,7 +53,8 @@ class SQLiteBackend(RateLimiterBackend):
             if others:
                 marks = ",".join("?" * len(others))
                 (others_sum,) = conn.execute(
-                    f"SELECT COALESCE(SUM(value), 0) FROM greenroom_rate_limits WHERE key IN ({marks}) AND expires_at > ?",
+                    "SELECT COALESCE(SUM(value), 0) FROM greenroom_rate_limits"
+                    f" WHERE key IN ({marks}) AND expires_at > ?",
                     (*others, now_ms),
                 ).fetchone()
             new_value = compute(None if row is None else int(row[0]), int(others_sum))

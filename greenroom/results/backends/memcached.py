@@ -44,11 +44,11 @@ class MemcachedBackend(ResultBackend):
         self.pool = make_pool(pool, pool_size, client_params)
 
     def _get(self, message_key: str) -> Any:
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             data = client.get(message_key)
         return Missing if data is None else self._decode(data)
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
-        with translate_memcached_errors(), self.pool.reserve() as client:
+        with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             client.set(message_key, data, time=ttl_seconds(ttl))

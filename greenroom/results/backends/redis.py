@@ -73,9 +73,8 @@ class RedisBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
-        with _translate_redis_errors():
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(message_key)
-                pipe.lpush(message_key, data)
-                pipe.pexpire(message_key, ttl)
-                pipe.execute()
+        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(message_key)
+            pipe.lpush(message_key, data)
+            pipe.pexpire(message_key, ttl)
+            pipe.execute()

@@ -1,0 +1,35 @@
+-- greenroom: take up to ARGV[1] messages off a queue into this worker's ack set.
+--
+-- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
+-- KEYS[5] heartbeats, KEYS[6] the worker's queue registry, KEYS[7] dead-letter zset,
+-- KEYS[8] dead-letter payloads, KEYS[9] dead-letter reasons
+-- ARGV[1] count, ARGV[2] worker id, ARGV[3] now (ms), ARGV[4] queue name
+--
+-- Returns a flat array: id1, payload1, id2, payload2, ... An id whose payload is missing is
+-- dead-lettered here (with its reason) and comes back with a nil payload so the client can log it.
+redis.call("zadd", KEYS[5], ARGV[3], ARGV[2])
+local ids = redis.call("lpop", KEYS[1], ARGV[1])
+if not ids then
+    return {}
+end
+-- The registry lets a recovery pass find every ack set of this worker without KEYS.
+redis.call("sadd", KEYS[6], ARGV[4])
+redis.call("sadd", KEYS[3], unpack(ids))
+local payloads = redis.call("hmget", KEYS[2], unpack(ids))
+local result = {}
+for i = 1, #ids do
+    local payload = payloads[i]
+    if not payload then
+        redis.call("srem", KEYS[3], ids[i])
+        redis.call("zadd", KEYS[7], ARGV[3], ids[i])
+        redis.call("hset", KEYS[8], ids[i], "")
+        redis.call("hset", KEYS[9], ids[i], "the payload was missing from " .. KEYS[2])
+    end
+    result[2 * i - 1] = ids[i]
+    result[2 * i] = payload
+end
+-- Pass the wake-up on, so another idle consumer takes what this one left.
+if redis.call("llen", KEYS[1]) > 0 and redis.call("llen", KEYS[4]) == 0 then
+    redis.call("rpush", KEYS[4], "1")
+end
+return result

@@ -1,0 +1,229 @@
+"""The SQLite broker's access to its database file: one connection per thread, safe across
+``fork()``, short ``BEGIN IMMEDIATE`` transactions retried while the database is busy, and sqlite3
+errors translated into greenroom's broker errors."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from ..errors import BrokerError, ConnectionClosed, ConnectionFailed
+
+__all__ = ["SCHEMA_VERSION", "Database"]
+
+#: The schema version this module creates and understands (stored in ``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+#: ``UPDATE … RETURNING`` appeared in SQLite 3.35.
+_MIN_SQLITE_VERSION = (3, 35, 0)
+#: Primary result codes meaning "another connection holds a lock": SQLITE_BUSY and SQLITE_LOCKED.
+_BUSY_CODES = (5, 6)
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _translate_sqlite_errors(path: str) -> Iterator[None]:
+    """Turn sqlite3 errors into greenroom's broker errors (the only place that does)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "unable to open" in str(exc):
+            raise ConnectionFailed(f"cannot open the SQLite database {path!r}: {exc}") from exc
+        if _is_busy(exc):
+            raise ConnectionClosed(f"the SQLite database {path!r} stayed busy for too long: {exc}") from exc
+        raise ConnectionClosed(f"SQLite database {path!r}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise ConnectionClosed(f"SQLite database {path!r}: {exc}") from exc
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class _ThreadConnection:
+    """One thread's connection and what is needed to reuse it safely."""
+
+    __slots__ = ("conn", "generation", "synchronous", "thread")
+
+    def __init__(self, conn: sqlite3.Connection, generation: int) -> None:
+        self.conn = conn
+        self.generation = generation
+        self.synchronous = "NORMAL"
+        self.thread = threading.current_thread()
+
+
+class Database:
+    """The database file of an SQLite broker, as seen from one process.
+
+    Nothing is opened until the first :meth:`read` or :meth:`write`; the schema is created then.
+
+    Parameters:
+      path: The database file.
+      busy_timeout_ms: How long one statement waits for a lock another connection holds.
+      lock_retry_ms: How long an operation is retried, with backoff, while the database stays busy.
+      synchronous: The ``PRAGMA synchronous`` level of durable writes; other writes use NORMAL.
+      logger: Where busy retries are logged (at DEBUG).
+    """
+
+    def __init__(
+        self, path: str, *, busy_timeout_ms: int, lock_retry_ms: int, synchronous: str, logger: logging.Logger
+    ) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.lock_retry_ms = lock_retry_ms
+        self.synchronous = synchronous.upper()
+        self.logger = logger
+        #: Guards _connections and _generation; taken by any thread.
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        #: Every open connection of this process, so close() can close them.
+        self._connections: list[_ThreadConnection] = []
+        #: Bumped by close(): a thread whose connection is older opens a new one.
+        self._generation = 0
+        self._pid = os.getpid()
+        #: What a forked child inherited; kept referenced so it is never closed (see _check_pid).
+        self._inherited: list[object] = []
+        self._schema_ready = False
+
+    def _check_pid(self) -> None:
+        if os.getpid() == self._pid:
+            return
+        # A connection must not be used, or even closed, in a forked child: SQLite's POSIX locks
+        # belong to the parent, and a close may checkpoint or remove the WAL the parent still
+        # uses. The child keeps the inherited objects referenced (so the GC never closes them)
+        # and starts afresh. The lock is replaced too: a parent thread may have held it at fork.
+        self._inherited.append((self._local, self._connections))
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections = []
+        self._pid = os.getpid()
+
+    def _connection(self) -> _ThreadConnection:
+        self._check_pid()
+        current: _ThreadConnection | None = getattr(self._local, "connection", None)
+        if current is None or current.generation != self._generation:
+            current = self._open()
+            self._local.connection = current
+        return current
+
+    def _open(self) -> _ThreadConnection:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE_VERSION:
+            raise BrokerError(f"the SQLite broker needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}")
+        with _translate_sqlite_errors(self.path):
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_ms / 1000,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
+                check_same_thread=False,  # still one connection per thread; close() may close it from another
+            )
+        try:
+            self._retry(lambda: self._prepare(conn))
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            # Connections of threads that have ended can be closed: nothing else uses them.
+            for old in self._connections:
+                if not old.thread.is_alive():
+                    old.conn.close()
+            self._connections = [c for c in self._connections if c.thread.is_alive()]
+            connection = _ThreadConnection(conn, self._generation)
+            self._connections.append(connection)
+        return connection
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BrokerError(f"the SQLite database {self.path!r} cannot use WAL mode (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if self._schema_ready:
+            return
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise BrokerError(f"{self.path!r} has schema version {version}; this greenroom knows {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            # The script is idempotent and runs in one BEGIN IMMEDIATE transaction, so processes
+            # starting together on a new file cannot trip over each other.
+            script = importlib.resources.files(__package__ or "greenroom.brokers").joinpath("_sqlite_schema.sql")
+            try:
+                conn.executescript(script.read_text("utf-8"))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._schema_ready = True
+
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt``, retrying with bounded backoff while the database is busy."""
+        give_up_s = time.monotonic() + self.lock_retry_ms / 1000
+        backoff_s = 0.005
+        with _translate_sqlite_errors(self.path):
+            while True:
+                try:
+                    return attempt()
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= give_up_s:
+                        raise
+                    self.logger.debug("SQLite is busy (%s); retrying in about %.3f s.", exc, backoff_s)
+                time.sleep(backoff_s * random.uniform(0.5, 1.0))
+                backoff_s = min(backoff_s * 2, 0.5)
+
+    def write(self, operation: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Run ``operation`` in a short ``BEGIN IMMEDIATE`` transaction and return its result.
+
+        ``durable`` commits with the configured ``synchronous`` level instead of NORMAL. The whole
+        transaction is retried while the database is busy, so ``operation`` may run more than once.
+
+        Raises:
+          BrokerConnectionError: When the database cannot be opened or written.
+        """
+        level = self.synchronous if durable else "NORMAL"
+
+        def attempt() -> T:
+            connection = self._connection()
+            conn = connection.conn
+            if connection.synchronous != level:
+                conn.execute(f"PRAGMA synchronous={level}")  # not allowed inside a transaction
+                connection.synchronous = level
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = operation(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retry(attempt)
+
+    def read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` outside any write transaction (WAL readers never wait for writers)."""
+        return self._retry(lambda: operation(self._connection().conn))
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits: a cheap way to notice new work."""
+        version: int = self.read(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0])
+        return version
+
+    def close(self) -> None:
+        """Close this process's connections; threads open new ones when they next need one."""
+        self._check_pid()
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.conn.close()

@@ -1,0 +1,616 @@
+"""A broker on Redis, wire-compatible with Dramatiq's Redis broker.
+
+Key layout (``p`` is ``""`` for the default namespace, else ``"<namespace>:"``; ``q`` a queue or
+delay queue name such as ``default`` or ``default.DQ``; ``cq`` the canonical name)::
+
+    p<q>                      LIST  message ids, FIFO (RPUSH to enqueue, LPOP to fetch)
+    p<q>.msgs                 HASH  id → payload, kept until the message is acked or dead-lettered
+    p__acks__.<wid>.<q>       SET   ids worker ``wid`` fetched from ``q`` and has not settled
+    p__heartbeats__           ZSET  worker id → last heartbeat (ms)
+    p<cq>.XQ                  ZSET  dead-lettered ids → when (ms)
+    p<cq>.XQ.msgs             HASH  id → payload of dead letters
+    p<cq>.XQ.reasons          HASH  id → why a payload was dead-lettered without running (greenroom only)
+    p__queues__.<wid>         SET   queues where ``wid`` may hold ack sets (greenroom only)
+    p__notify__.<q>           LIST  at most one wake-up token for idle consumers (greenroom only)
+
+Any producer may enqueue with ``HSET p<q>.msgs <id> <payload>`` then ``RPUSH p<q> <id>``; ``options``
+may be ``{}`` (without ``redis_message_id`` the id is the one pushed). ``namespace="dramatiq"`` shares
+queues with Dramatiq both ways.
+
+**Crash recovery bound.** Every process that consumes runs a heartbeat thread that beats every
+``min(heartbeat_timeout / 4, 1 s)`` and, in the same atomic script, returns the unacknowledged
+messages of every worker whose last heartbeat is older than ``heartbeat_timeout`` to the head of
+their queues. A worker that is killed, frozen or cut off therefore has its messages back in the
+queue within ``heartbeat_timeout + 1 s`` (plus clock skew between hosts) while any other worker is
+alive; a worker starting later recovers them on its first beat.
+
+**Poison payloads** (not a valid message, or an id without payload) are dead-lettered by the consumer:
+payload in ``<cq>.XQ.msgs``, reason in ``<cq>.XQ.reasons``, an ERROR logged; the rest of the batch runs.
+
+**Connection loss.** Producers and acks retry with backoff for ``retry_timeout`` ms (5 s by default),
+then raise ``ConnectionClosed``; consumers fail fast and the worker reconnects them; fetched messages
+not handed back are returned by the heartbeat thread once Redis is back. Requires Redis ≥ 6.2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+from redis.exceptions import NoScriptError, ReadOnlyError
+
+from ..broker import Broker, Consumer, MessageProxy, decode_message
+from ..common import current_millis, dq_name, q_name
+from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
+from ..logging import get_logger
+from ..message import Message
+from ..middleware.middleware import Middleware
+
+__all__ = ["RedisBroker"]
+
+#: Most ids one fetch script call moves (keeps Lua's unpack well inside its stack limit).
+MAX_FETCH = 1000
+#: Most messages one enqueue script call carries in a batch.
+ENQUEUE_CHUNK = 500
+#: Seconds an idle consumer blocks on its wake-up list before polling the queue itself. Producers
+#: that push a wake-up token (greenroom) are seen at once; raw RPUSH producers within this delay.
+IDLE_POLL_S = 0.1
+#: Connection defaults applied when the broker builds the client itself (the caller's win).
+_CONNECTION_DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "socket_keepalive": True}
+
+_Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
+
+
+def _pack(args: Sequence[Any]) -> bytes:
+    """Encode one command in RESP (str, int and bytes arguments): several times cheaper than redis-py's packer."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if type(arg) is bytes else str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+@contextmanager
+def _translate_redis_errors() -> Iterator[None]:
+    """Turn redis-py errors into greenroom errors (connection problems become ``ConnectionClosed``)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OSError) as exc:
+        # ReadOnlyError: a failover left us talking to a replica; like a dropped link, it passes.
+        raise ConnectionClosed(f"Redis: {exc}") from exc
+    except NoScriptError:
+        raise  # handled by the caller: the script is loaded and the call repeated
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc
+
+
+class RedisBroker(Broker):
+    """A broker that keeps messages in Redis.
+
+    Parameters:
+      url: A ``redis://`` or ``rediss://`` URL (password and db may be in it).
+      middleware: As for :class:`~greenroom.Broker`.
+      namespace: Key prefix; ``""`` (default) uses bare queue names, ``"ns"`` uses ``ns:<key>``.
+      maintenance_chance: Accepted for Dramatiq compatibility and ignored: recovery is scheduled.
+      heartbeat_timeout: Milliseconds without a heartbeat after which a worker counts as dead.
+      dead_message_ttl: Milliseconds dead letters are kept.
+      client: A ready ``redis.Redis``; its connection pool's settings are used.
+      retry_timeout: Milliseconds producers and acks keep retrying while Redis is unreachable.
+      **redis_params: Passed to ``redis.ConnectionPool`` when neither ``client`` is given.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        middleware: list[Middleware] | None = None,
+        namespace: str = "",
+        maintenance_chance: int = 1000,
+        heartbeat_timeout: int = 60000,
+        dead_message_ttl: int = 604800000,
+        client: redis.Redis | None = None,
+        retry_timeout: int = 5000,
+        **redis_params: Any,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        if client is None:
+            params = {**_CONNECTION_DEFAULTS, **redis_params}
+            pool = redis.ConnectionPool.from_url(url, **params) if url else redis.ConnectionPool(**params)
+            client = redis.Redis(connection_pool=pool)
+        self.client = client
+        self.namespace = namespace
+        self.maintenance_chance = maintenance_chance
+        self.heartbeat_timeout = heartbeat_timeout
+        self.dead_message_ttl = dead_message_ttl
+        self.retry_timeout_s = retry_timeout / 1000
+        #: Identity of this broker instance (one per worker process) for heartbeats and ack sets.
+        self.broker_id = str(uuid.uuid4())
+        self.queues: set[str] = set()
+        self._prefix = f"{namespace}:" if namespace else ""
+        self._heartbeats_key = self._prefix + "__heartbeats__"
+        self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
+        self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
+        # One connection per thread, outside the pool: it saves the pool's checkout on every call.
+        # Each records its PID: a forked child must never share its parent's sockets (as redis-py's _checkpid).
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._scripts: dict[str, tuple[str, bytes]] = {}
+        #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
+        self._lock = threading.Lock()
+        self._consumed: dict[str, int] = {}
+        #: (queue, id) of fetched messages to hand back when Redis can be reached; appended from
+        #: any thread, including finalizers, hence a lock-free deque. Drained by the heartbeat thread.
+        self._orphans: deque[tuple[str, bytes]] = deque()
+        #: The heartbeat thread runs while this broker has consumers or messages to hand back.
+        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat_wake = threading.Event()
+        self._closing = False
+
+    # -- connections and scripts --------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        local, pid = self._local, os.getpid()
+        if getattr(local, "pid", None) != pid:
+            pool = self.client.connection_pool
+            local.conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
+            local.pid = pid
+            self._connections.add(local.conn)
+        return local.conn
+
+    def _round_trip(
+        self, packed: list[bytes], *, retry: bool = True, script: str = "", sent: bool = False
+    ) -> list[Any]:
+        """Send commands in one write (unless ``sent``) and read one reply each.
+
+        Connection errors are retried with backoff for ``retry_timeout`` (every command sent this way
+        is idempotent), then raise ``ConnectionClosed``. When Redis does not know ``script`` (NOSCRIPT,
+        e.g. after a restart) it is loaded and the commands sent again.
+        """
+        deadline_s = time.monotonic() + self.retry_timeout_s
+        attempt = 0
+        while True:
+            conn = self._connection()
+            try:
+                with _translate_redis_errors():
+                    try:
+                        if not sent:
+                            conn.send_packed_command([b"".join(packed)], check_health=False)
+                        return [conn.read_response() for _ in packed]
+                    except BaseException:
+                        conn.disconnect()  # replies may be left unread: the connection is out of step
+                        raise
+            except NoScriptError:
+                if not script or attempt > 3:
+                    raise
+                self._round_trip([_pack(("SCRIPT", "LOAD", self._script(script)[1]))], retry=retry)
+            except ConnectionClosed:
+                if not retry or time.monotonic() >= deadline_s:
+                    raise
+                time.sleep(min(0.05 * 2**attempt, 1.0, max(0.0, deadline_s - time.monotonic())))
+            attempt += 1
+            sent = False
+
+    def _execute(self, *args: Any, retry: bool = True) -> Any:
+        """Run one command on this thread's connection."""
+        return self._round_trip([_pack(args)], retry=retry)[0]
+
+    def _script(self, name: str) -> tuple[str, bytes]:
+        script = self._scripts.get(name)
+        if script is None:
+            resource = importlib.resources.files(__package__).joinpath(f"_redis_scripts/{name}.lua")
+            source = resource.read_bytes()
+            script = self._scripts[name] = (hashlib.sha1(source).hexdigest(), source)
+        return script
+
+    def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any], *, retry: bool = True) -> Any:
+        """EVALSHA a packaged script (loaded on NOSCRIPT)."""
+        packed = _pack(("EVALSHA", self._script(name)[0], len(keys), *keys, *args))
+        return self._round_trip([packed], retry=retry, script=name)[0]
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
+        """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons)."""
+        p, xq = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ"
+        return (
+            p + queue_name,
+            f"{p}{queue_name}.msgs",
+            f"{p}__acks__.{self.broker_id}.{queue_name}",
+            f"{p}__notify__.{queue_name}",
+            xq,
+            xq + ".msgs",
+            xq + ".reasons",
+        )
+
+    # -- the broker contract --------------------------------------------------------------------
+
+    def declare_queue(self, queue_name: str) -> None:
+        """Declare a queue and its delay queue (no Redis I/O)."""
+        with self._lock:
+            if queue_name in self.queues:
+                return
+            self.emit_before("declare_queue", queue_name)
+            self.queues.add(queue_name)
+            self.emit_after("declare_queue", queue_name)
+            self._notify_queue_declared(queue_name, False)
+            delayed_name = dq_name(queue_name)
+            self.delay_queues.add(delayed_name)
+            self.emit_after("declare_delay_queue", delayed_name)
+            self._notify_queue_declared(delayed_name, True)
+
+    def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], str]:
+        redis_id = str(uuid.uuid4())
+        queue_name, options = message.queue_name, {**message.options, "redis_message_id": redis_id}
+        if delay is not None:
+            queue_name = dq_name(queue_name)
+            options["eta"] = current_millis() + delay
+        m = message  # built directly: Message.copy (dataclasses.replace) costs more than the rest of _prepare
+        message = Message(queue_name, m.actor_name, m.args, m.kwargs, options, m.message_id, m.message_timestamp)
+        self.emit_before("enqueue", message, delay)
+        return message, redis_id
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Send a message (to ``<queue>.DQ`` with an ``eta`` when delayed); returns the copy sent.
+
+        Raises:
+          ConnectionClosed: When Redis stayed unreachable for ``retry_timeout`` ms.
+        """
+        message, redis_id = self._prepare(message, delay)
+        keys = self._queue_keys(message.queue_name)
+        self._run_script("enqueue", (keys[0], keys[1], keys[3]), (redis_id, message.encode()))
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_many(self, messages: Iterable[Message[Any]], *, delay: int | None = None) -> list[Message[Any]]:
+        """Send many messages in one round trip (the batch API); returns the copies sent, in order.
+
+        Enqueue hooks run for every message. Each queue's messages are stored atomically in chunks
+        of :data:`ENQUEUE_CHUNK`; all chunks travel pipelined. Send many messages of one actor with
+        ``broker.enqueue_many(actor.message(n) for n in range(10000))``. If building a message
+        raises, the chunks already written are still stored and the exception propagates.
+
+        Raises:
+          ConnectionClosed: When Redis stayed unreachable for ``retry_timeout`` ms.
+        """
+        sha = self._script("enqueue")[0]
+        conn = self._connection()
+        sent: list[Message[Any]] = []
+        buffers: dict[str, list[Any]] = {}
+        packed: list[bytes] = []
+        streaming = True
+
+        def send(queue_name: str, args: list[Any]) -> None:
+            # Each chunk is written as soon as it is full, so Redis stores it while Python encodes the next.
+            nonlocal streaming
+            keys = self._queue_keys(queue_name)
+            packed.append(_pack(("EVALSHA", sha, 3, keys[0], keys[1], keys[3], *args)))
+            if streaming:
+                try:
+                    conn.send_packed_command([packed[-1]], check_health=False)
+                except (redis.RedisError, OSError):
+                    conn.disconnect()
+                    streaming = False  # _round_trip sends everything again
+
+        try:
+            for message in messages:
+                message, redis_id = self._prepare(message, delay)
+                sent.append(message)
+                buffer = buffers.setdefault(message.queue_name, [])
+                buffer += (redis_id, message.encode())
+                if len(buffer) >= 2 * ENQUEUE_CHUNK:
+                    send(message.queue_name, buffer)
+                    buffers[message.queue_name] = []
+            for queue_name, buffer in buffers.items():
+                if buffer:
+                    send(queue_name, buffer)
+        finally:
+            # Even when building a message failed, read what was written, to keep the connection in step.
+            if packed:
+                self._round_trip(packed, script="enqueue", sent=streaming)
+        for message in sent:
+            self.emit_after("enqueue", message, delay)
+        return sent
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        """A consumer of ``queue_name`` holding at most ``prefetch`` unsettled messages."""
+        with self._lock:
+            self._consumed[queue_name] = self._consumed.get(queue_name, 0) + 1
+            # The thread clears _heartbeat_thread under the lock when it decides to exit, so a
+            # consumer opened while it is exiting always gets a fresh thread.
+            if self._heartbeat_thread is None:
+                self._heartbeat_thread = threading.Thread(
+                    target=self._heartbeat_loop, name=f"RedisHeartbeat({self.broker_id[:8]})", daemon=True
+                )
+                self._heartbeat_thread.start()
+        return _RedisConsumer(self, queue_name, prefetch, timeout)
+
+    def _consumer_closed(self, queue_name: str) -> None:
+        with self._lock:
+            count = self._consumed.get(queue_name, 0) - 1
+            if count > 0:
+                self._consumed[queue_name] = count
+            else:
+                self._consumed.pop(queue_name, None)
+        self._heartbeat_wake.set()
+
+    def flush(self, queue_name: str) -> None:
+        """Drop the messages of a queue and its delay queue, and their dead letters."""
+        self._execute("DEL", *self._queue_keys(queue_name), *self._queue_keys(dq_name(queue_name)))
+
+    def flush_all(self) -> None:
+        """Drop the messages of every declared queue."""
+        for queue_name in self.get_declared_queues():
+            self.flush(queue_name)
+
+    def qsize(self, queue_name: str) -> int:
+        """Messages of a queue and its delay queue not yet acknowledged (queued or in flight anywhere)."""
+        return sum(int(self._execute("HLEN", f"{self._prefix}{q}.msgs")) for q in (queue_name, dq_name(queue_name)))
+
+    def dead_letter_count(self, queue_name: str) -> int:
+        """How many dead letters a queue has."""
+        return int(self._execute("ZCARD", self._prefix + q_name(queue_name) + ".XQ"))
+
+    def join(self, queue_name: str, *, interval: int = 100, timeout: int | None = None) -> None:
+        """Wait until a queue and its delay queue have no message left (a test helper).
+
+        Raises:
+          QueueJoinTimeout: When ``timeout`` ms pass first.
+        """
+        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
+        while self.qsize(queue_name):
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(interval / 1000)
+
+    def close(self) -> None:
+        """Stop the heartbeat thread and close connections; the broker can be used again."""
+        with self._lock:
+            self._closing = True
+            thread = self._heartbeat_thread
+        self._heartbeat_wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+        with self._lock:
+            self._closing = False
+        for conn in list(self._connections):
+            conn.disconnect()
+
+    # -- heartbeat and recovery -------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        logger = get_logger(__name__, "RedisHeartbeat")
+        while True:
+            with self._lock:
+                if self._closing or not (self._consumed or self._orphans):
+                    self._heartbeat_thread = None
+                    break
+            try:
+                self.beat()
+            except BrokerConnectionError as exc:
+                logger.warning("Heartbeat failed (%s); retrying.", exc)
+            except Exception:  # the heartbeat thread must outlive any single failure
+                logger.exception("Unexpected error in the heartbeat thread.")
+            self._heartbeat_wake.wait(self.heartbeat_interval_s)
+            self._heartbeat_wake.clear()
+        try:
+            self.beat(retire=True)
+        except BrokerError as exc:
+            logger.debug("Could not retire worker %s (%s).", self.broker_id, exc)
+
+    def beat(self, *, retire: bool = False) -> int:
+        """Heartbeat, recover the messages of dead workers, purge old dead letters; returns how many recovered.
+
+        The heartbeat thread calls this every :attr:`heartbeat_interval_s` seconds, and with
+        ``retire`` when it stops (the worker is forgotten if it holds no message).
+        """
+        self._hand_back_orphans()
+        with self._lock:
+            consumed = sorted(self._consumed)
+        args = (self._prefix, self.broker_id, current_millis(), self.heartbeat_timeout, self.dead_message_ttl)
+        keys = (self._heartbeats_key, self._registry_key)
+        recovered = int(self._run_script("heartbeat", keys, (*args, int(retire), *consumed), retry=False))
+        if recovered and not retire:
+            self.logger.warning("Returned %d messages of dead workers to their queues.", recovered)
+        return recovered
+
+    def _hand_back_orphans(self) -> None:
+        by_queue: dict[str, list[bytes]] = {}
+        while self._orphans:
+            queue_name, redis_id = self._orphans.popleft()
+            by_queue.setdefault(queue_name, []).append(redis_id)
+        for queue_name, ids in by_queue.items():
+            try:
+                self._settle(queue_name, [("r", redis_id, "") for redis_id in ids], retry=False)
+            except BrokerError:
+                self._orphans.extend((queue_name, redis_id) for redis_id in ids)
+                raise
+
+    def _settle(self, queue_name: str, ops: Sequence[_Op], *, retry: bool = True) -> None:
+        args = [current_millis(), *(part for op in ops for part in op)]
+        self._run_script("settle", self._queue_keys(queue_name), args, retry=retry)
+
+
+class _RedisMessageProxy(MessageProxy):
+    """A proxy that knows its Redis id and hands its message back if it is dropped unsettled."""
+
+    def __init__(self, message: Message[Any], redis_id: bytes, orphans: deque[tuple[str, bytes]]) -> None:
+        super().__init__(message)
+        self.redis_id = redis_id
+        self._settled = False
+        self._orphans = orphans
+        self._source = message.queue_name
+
+    def __del__(self) -> None:
+        # A proxy dropped without ack, nack or requeue (e.g. delayed messages a reconnecting
+        # consumer thread forgets) still sits in this worker's ack set: queue it to be handed back.
+        if not self._settled:
+            self._orphans.append((self._source, self.redis_id))
+
+
+@dataclasses.dataclass
+class _Waiter:
+    op: _Op
+    done: bool = False
+    error: BaseException | None = None
+
+
+class _RedisConsumer(Consumer):
+    """Fetches batches into a local cache; acks from concurrent worker threads share round trips.
+
+    Settling is a group commit: a thread that acks while another thread's settle call is in flight
+    joins the next call. ``ack`` returns only once its message is settled in Redis.
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+        self.broker = broker
+        self.logger = broker.logger
+        self.queue_name = queue_name
+        self.prefetch = prefetch
+        self.timeout_s = timeout_ms / 1000
+        keys = broker._queue_keys(queue_name)
+        self._wake_key = keys[3]
+        self._fetch_keys = (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])
+        #: Fetched, not yet handed out; only the iterating thread touches it.
+        self._cache: deque[tuple[bytes, bytes | None]] = deque()
+        #: Ids handed out and not settled. Guarded by _cond (iterating thread and worker threads).
+        self._handed: set[bytes] = set()
+        self._cond = threading.Condition()
+        self._settle_busy = False
+        self._settle_pending: list[_Waiter] = []
+        self._closed = False
+
+    def __next__(self) -> MessageProxy | None:
+        deadline_s = time.monotonic() + self.timeout_s
+        while True:
+            while self._cache:
+                proxy = self._to_proxy(*self._cache.popleft())
+                if proxy is not None:
+                    return proxy
+            with self._cond:
+                room = self.prefetch - len(self._handed)
+                if room <= 0:
+                    # Full: wait for an ack to free a slot rather than polling Redis.
+                    self._cond.wait(max(0.0, deadline_s - time.monotonic()))
+                    if self.prefetch - len(self._handed) <= 0:
+                        return None
+                    continue
+            if self._fetch(min(room, MAX_FETCH)):
+                continue
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0.001:
+                return None
+            # Idle: block until a producer pushes a wake-up token, or poll again after a short while.
+            wait_s = max(0.001, min(remaining_s, IDLE_POLL_S))
+            self.broker._execute("BLPOP", self._wake_key, f"{wait_s:.3f}", retry=False)
+
+    def _fetch(self, count: int) -> int:
+        broker = self.broker
+        reply = broker._run_script(
+            "fetch", self._fetch_keys, (count, broker.broker_id, current_millis(), self.queue_name), retry=False
+        )
+        for i in range(0, len(reply), 2):
+            self._cache.append((reply[i], reply[i + 1]))
+        return len(reply)
+
+    def _to_proxy(self, redis_id: bytes, payload: bytes | None) -> MessageProxy | None:
+        if payload is None:
+            self.logger.error("Message %s on %r had no payload; it was dead-lettered.", redis_id, self.queue_name)
+            return None
+        try:
+            message = decode_message(payload)
+        except DecodeError as exc:
+            self.logger.error("Dead-lettering invalid payload %s on %r: %s", redis_id, self.queue_name, exc)
+            try:
+                self.broker._settle(self.queue_name, [("n", redis_id, str(exc))], retry=False)
+            except BrokerError:
+                self._cache.appendleft((redis_id, payload))  # close() hands it back with the rest
+                raise
+            return None
+        proxy = _RedisMessageProxy(message, redis_id, self.broker._orphans)
+        if message.queue_name != self.queue_name:
+            # The worker routes the ack by queue_name; route it to the queue the message is really on.
+            proxy.queue_name = proxy._source = self.queue_name
+        with self._cond:
+            self._handed.add(redis_id)
+        return proxy
+
+    def _settle_batched(self, op: str, proxy: _RedisMessageProxy) -> None:
+        """Group commit: the first waiting thread sends every pending op; all return once sent."""
+        waiter = _Waiter((op, proxy.redis_id, ""))
+        with self._cond:
+            self._settle_pending.append(waiter)
+            while not waiter.done:
+                if self._settle_busy:
+                    self._cond.wait()
+                    continue
+                self._settle_busy = True
+                batch, self._settle_pending = self._settle_pending, []
+                error: BaseException | None = None
+                self._cond.release()
+                try:
+                    self.broker._settle(self.queue_name, [w.op for w in batch])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
+                    error = exc
+                finally:
+                    self._cond.acquire()
+                for w in batch:
+                    w.done, w.error = True, error
+                    if error is None:
+                        self._handed.discard(w.op[1])
+                self._settle_busy = False
+                self._cond.notify_all()
+        if waiter.error is not None:
+            if isinstance(waiter.error, BrokerError):
+                raise type(waiter.error)(str(waiter.error)) from waiter.error
+            raise BrokerError(f"settling failed: {waiter.error!r}") from waiter.error
+        proxy._settled = True
+
+    def ack(self, message: MessageProxy) -> None:
+        """Acknowledge a message; returns once Redis has forgotten it."""
+        self._settle_batched("a", cast(_RedisMessageProxy, message))
+
+    def nack(self, message: MessageProxy) -> None:
+        """Move a message to the dead letters."""
+        self._settle_batched("n", cast(_RedisMessageProxy, message))
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Hand unprocessed messages back to the head of their queue."""
+        proxies = [cast(_RedisMessageProxy, m) for m in messages]
+        if not proxies:
+            return
+        self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
+        with self._cond:
+            for m in proxies:
+                m._settled = True
+                self._handed.discard(m.redis_id)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Hand back messages fetched but never handed out, then release the consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        cached = [redis_id for redis_id, payload in self._cache if payload is not None]
+        self._cache.clear()
+        try:
+            if cached:
+                self.broker._settle(self.queue_name, [("r", redis_id, "") for redis_id in cached], retry=False)
+        except BrokerError:
+            # Redis is away: the heartbeat thread hands them back once it is reachable again.
+            self.broker._orphans.extend((self.queue_name, redis_id) for redis_id in cached)
+        finally:
+            self.broker._consumer_closed(self.queue_name)
+
+    def __repr__(self) -> str:
+        return f"<_RedisConsumer {self.queue_name!r}>"

@@ -1,0 +1,427 @@
+"""The main process: start worker and fork processes, supervise them, act on signals.
+
+Signal handlers only queue the signal; the supervisor loop in the main thread does the work
+(forwarding, killing, restarting, reloading). The loop sleeps in one ``wait`` on every child's
+exit sentinel, the control pipes of booting workers and the signal wake-up socket, so it reacts
+at once to any of them without polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from ._args import CliOptions, broker_url_from_environment
+from ._child import HANDLED_SIGNALS, ChildPipes
+from ._exit_codes import ExitCode
+from ._fork_process import ForkSpec, run_fork
+from ._log_pipes import LogForwarder
+from ._worker_process import WorkerSpec, run_worker
+
+__all__ = ["Supervisor"]
+
+#: First pause (s) before replacing a worker process that died; it doubles with each death in a row.
+RESTART_PAUSE_S = 1.0
+#: The longest pause (s) before replacing a worker process.
+MAX_RESTART_PAUSE_S = 60.0
+#: A worker process that lived this long (s) resets the pause to its first value.
+STABLE_AFTER_S = 30.0
+#: Upper bound (s) on one sleep of the supervisor loop.
+MAX_WAIT_S = 1.0
+
+logger = logging.getLogger("greenroom.MainProcess")
+
+
+class _State(enum.Enum):
+    BOOTING = "booting"  # the first workers are booting; a boot failure ends the tree
+    RUNNING = "running"
+    STOPPING = "stopping"  # graceful shutdown (TERM, INT, HUP, or drained in burst mode)
+    KILLING = "killing"  # second TERM: worker processes were killed
+
+
+@dataclasses.dataclass
+class _Child:
+    """One worker position (or one fork process) and its current process."""
+
+    index: int
+    process: BaseProcess | None = None
+    #: The main process's end of the control pipe; closing it tells the child to go away.
+    control: Connection | None = None
+    booted: bool = False
+    #: Whether the control pipe still has to be watched (until the boot report arrives).
+    awaiting_report: bool = False
+    started_at_s: float = 0.0
+    boot_deadline_s: float = math.inf
+    deaths_in_a_row: int = 0
+    restart_at_s: float | None = None
+    #: Burst mode: the worker drained its queues and exited 0.
+    done: bool = False
+    exitcode: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None
+
+
+class Supervisor:
+    """Runs the process tree for one invocation of the command.
+
+    Parameters:
+      options: The command line.
+      forwarder: The thread that writes the children's logs (started by :meth:`run`).
+      gevent: Whether worker processes run under gevent.
+      on_ready: Called once the first workers have booted (starts the file watcher).
+    """
+
+    def __init__(
+        self,
+        options: CliOptions,
+        forwarder: LogForwarder,
+        *,
+        gevent: bool = False,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.forwarder = forwarder
+        self.gevent = gevent
+        self.on_ready = on_ready
+        # Typed loosely: typeshed's BaseContext does not declare Process.
+        self.context: Any = multiprocessing.get_context("spawn" if options.use_spawn else None)
+        self._fork_start = self.context.get_start_method() == "fork"
+        self.workers = [_Child(i) for i in range(options.processes)]
+        self.forks: list[_Child] = []
+        #: Middleware fork functions reported by the first worker to boot.
+        self.middleware_forks: list[str] | None = None
+        #: Signals received, queued by the handler, handled by the loop (SimpleQueue.put is reentrant).
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.state = _State.BOOTING
+        self.reload = False
+        self.fatal_code: int | None = None
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        for sock in (self._wakeup_r, self._wakeup_w):
+            sock.setblocking(False)
+
+    # -- top level ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the workers, supervise until the tree is stopped; returns the exit code."""
+        with _signals_blocked():
+            # Threads inherit the blocked mask, so signals reach the main thread only.
+            self.forwarder.start()
+            self._install_signal_handlers()
+            self.spawn_workers()
+        try:
+            return self.supervise()
+        finally:
+            signal.set_wakeup_fd(-1)
+            self._wakeup_r.close()
+            self._wakeup_w.close()
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.signals.put(signum)
+
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, on_signal)
+        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+
+    def spawn_workers(self) -> None:
+        """Start every worker process; their boot reports are handled by the loop."""
+        deadline_s = time.monotonic() + self.options.worker_fork_timeout_ms / 1000
+        for child in self.workers:
+            self._spawn_worker(child)
+            child.boot_deadline_s = deadline_s
+
+    def supervise(self) -> int:
+        """The loop: wait for an event, act on it, until every process is gone."""
+        while not self._finished():
+            self._wait()
+            self._handle_signals()
+            self._read_reports()
+            self._reap()
+            self._check_boot_deadlines()
+            self._restart_due_workers()
+        return self._exit_code()
+
+    # -- spawning -----------------------------------------------------------------------------
+
+    def _spawn_worker(self, child: _Child) -> None:
+        options = self.options
+        spec = WorkerSpec(
+            index=child.index,
+            broker=options.broker,
+            modules=options.modules,
+            queues=options.queues,
+            threads=options.threads,
+            shutdown_timeout_ms=options.worker_shutdown_timeout_ms,
+            burst=options.burst,
+            verbose=options.verbose,
+            skip_logging=options.skip_logging,
+            gevent=self.gevent,
+            broker_url=broker_url_from_environment(),
+        )
+        self._spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
+        child.awaiting_report = True
+        child.boot_deadline_s = time.monotonic() + options.worker_fork_timeout_ms / 1000
+
+    def _spawn_fork(self, index: int, function: str) -> None:
+        child = _Child(index)
+        spec = ForkSpec(index=index, function=function, verbose=self.options.verbose)
+        self._spawn(child, run_fork, spec, f"ForkProcess({index})", daemon=True)
+        self.forks.append(child)
+
+    def _spawn(self, child: _Child, target: Callable[..., None], spec: object, name: str, *, daemon: bool) -> None:
+        log_r, log_w = self.context.Pipe(duplex=False)
+        main_end, child_end = self.context.Pipe(duplex=True)
+        inherited: tuple[Any, ...] = ()
+        if self._fork_start:
+            # A forked child gets a copy of every descriptor of this process. It must close the
+            # main process's ends of the control pipes, or their children never see end-of-file.
+            inherited = (log_r, main_end, *self._control_ends())
+        pipes = ChildPipes(log=log_w, control=child_end, close_conns=inherited)
+        process = self.context.Process(target=target, args=(spec, pipes), name=name, daemon=daemon)
+        with _signals_blocked():
+            process.start()
+        log_w.close()
+        child_end.close()
+        self.forwarder.add(_detach(log_r))
+        child.process, child.control, child.booted = process, main_end, False
+        child.started_at_s, child.restart_at_s, child.exitcode = time.monotonic(), None, None
+
+    def _control_ends(self) -> list[Connection]:
+        return [c.control for c in (*self.workers, *self.forks) if c.control is not None]
+
+    def _start_forks(self) -> None:
+        functions = [*self.options.forks, *(self.middleware_forks or [])]
+        for index, function in enumerate(functions):
+            self._spawn_fork(index, function)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _wait(self) -> None:
+        waitables: list[Any] = [self._wakeup_r]
+        for child in (*self.workers, *self.forks):
+            if child.process is not None:
+                waitables.append(child.process.sentinel)
+                if child.awaiting_report and child.control is not None:
+                    waitables.append(child.control)
+        wait(waitables, timeout=self._next_timeout_s())
+        try:
+            while self._wakeup_r.recv(512):
+                pass
+        except OSError:
+            pass  # nothing left to read (BlockingIOError)
+
+    def _next_timeout_s(self) -> float:
+        now_s = time.monotonic()
+        moments = [c.restart_at_s for c in self.workers if c.restart_at_s is not None]
+        if self.state is _State.BOOTING:
+            moments += [c.boot_deadline_s for c in self.workers if not c.booted]
+        return max(0.0, min([MAX_WAIT_S, *(m - now_s for m in moments)]))
+
+    def _handle_signals(self) -> None:
+        while True:
+            try:
+                signum = self.signals.get_nowait()
+            except queue.Empty:
+                return
+            self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.state in (_State.STOPPING, _State.KILLING):
+            if signum != signal.SIGHUP:
+                logger.warning("Received %s again; killing the worker processes.", name)
+                self._kill_all()
+            return
+        if signum == signal.SIGHUP:
+            logger.info("Received SIGHUP; reloading the worker processes.")
+            self.reload = True
+        else:
+            logger.info("Received %s; stopping gracefully.", name)
+        self._begin_stop(signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM)
+
+    def _read_reports(self) -> None:
+        for child in self.workers:
+            while child.awaiting_report and child.control is not None and child.control.poll(0):
+                try:
+                    event, detail = child.control.recv()
+                except (EOFError, OSError):
+                    child.awaiting_report = False  # it died; _reap handles it
+                    break
+                child.awaiting_report = False
+                if event == "booted":
+                    self._on_booted(child, list(detail))
+
+    def _on_booted(self, child: _Child, middleware_forks: list[str]) -> None:
+        child.booted = True
+        if self.middleware_forks is None:
+            self.middleware_forks = middleware_forks
+        if self.state is _State.BOOTING and all(c.booted for c in self.workers):
+            self._finish_boot()
+
+    def _finish_boot(self) -> None:
+        self.state = _State.RUNNING
+        booted = sum(c.booted for c in self.workers)
+        self._start_forks()
+        logger.info(
+            "Greenroom is ready: %d of %d worker processes with %d threads each.",
+            booted,
+            len(self.workers),
+            self.options.threads,
+        )
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def _check_boot_deadlines(self) -> None:
+        if self.state is not _State.BOOTING:
+            return
+        now_s = time.monotonic()
+        late = [c for c in self.workers if not c.booted and c.boot_deadline_s <= now_s]
+        if late:
+            # As Dramatiq does: stop waiting and carry on; a late worker is marked booted when it reports.
+            logger.warning(
+                "Worker processes %s did not boot within %g ms; not waiting for them any longer.",
+                [c.index for c in late],
+                self.options.worker_fork_timeout_ms,
+            )
+            self._finish_boot()
+
+    # -- exits --------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for child in self.workers:
+            if child.process is not None and child.process.exitcode is not None:
+                self._on_worker_exit(child, self._release(child))
+        for child in self.forks:
+            if child.process is not None and child.process.exitcode is not None:
+                code = self._release(child)
+                if self.state in (_State.BOOTING, _State.RUNNING):
+                    logger.error("Fork process %d exited with %s.", child.index, _describe_exit(code))
+        if self.state is _State.RUNNING and self.options.burst and all(c.done for c in self.workers):
+            logger.info("Every worker process drained its queues.")
+            self._begin_stop(signal.SIGTERM)
+        if self.state is _State.STOPPING and not any(c.alive for c in self.workers):
+            self._signal_forks(signal.SIGTERM)
+
+    def _release(self, child: _Child) -> int:
+        assert child.process is not None
+        code = child.process.exitcode
+        assert code is not None
+        if child.control is not None:
+            child.control.close()
+        child.process.close()
+        child.process, child.control, child.awaiting_report, child.exitcode = None, None, False, code
+        return code
+
+    def _on_worker_exit(self, child: _Child, code: int) -> None:
+        if self.state in (_State.STOPPING, _State.KILLING):
+            return
+        if not child.booted and self.state is _State.BOOTING:
+            logger.critical("Worker process %d failed to boot (%s).", child.index, _describe_exit(code))
+            self.fatal_code = code if code > 0 else int(ExitCode.KILLED)
+            self._begin_stop(signal.SIGTERM)
+            return
+        if self.options.burst and code == 0:
+            child.done = True
+            return
+        lived_s = time.monotonic() - child.started_at_s
+        child.deaths_in_a_row = 0 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
+        pause_s = min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** max(0, child.deaths_in_a_row - 1))
+        child.restart_at_s = time.monotonic() + pause_s
+        logger.error(
+            "Worker process %d %s %s; starting a new one in %.1f s.",
+            child.index,
+            "died with" if child.booted else "failed to boot with",
+            _describe_exit(code),
+            pause_s,
+        )
+
+    def _restart_due_workers(self) -> None:
+        if self.state not in (_State.BOOTING, _State.RUNNING):
+            return
+        now_s = time.monotonic()
+        for child in self.workers:
+            if child.restart_at_s is not None and child.restart_at_s <= now_s:
+                logger.info("Starting a new worker process %d.", child.index)
+                self._spawn_worker(child)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def _begin_stop(self, signum: signal.Signals) -> None:
+        self.state = _State.STOPPING
+        for child in self.workers:
+            child.restart_at_s = None
+        self._signal_workers(signum)
+        if not any(c.alive for c in self.workers):
+            self._signal_forks(signal.SIGTERM)
+
+    def _kill_all(self) -> None:
+        self.state = _State.KILLING
+        self._signal_workers(signal.SIGKILL)
+        self._signal_forks(signal.SIGKILL)
+
+    def _signal_workers(self, signum: signal.Signals) -> None:
+        _send(self.workers, signum)
+
+    def _signal_forks(self, signum: signal.Signals) -> None:
+        _send(self.forks, signum)
+
+    def _finished(self) -> bool:
+        stopping = self.state in (_State.STOPPING, _State.KILLING)
+        return stopping and not any(c.alive for c in (*self.workers, *self.forks))
+
+    def _exit_code(self) -> int:
+        if self.fatal_code is not None:
+            return self.fatal_code
+        if self.state is _State.KILLING:
+            return int(ExitCode.KILLED)
+        codes = [c.exitcode for c in self.workers if c.exitcode]
+        return int(ExitCode.KILLED) if codes else int(ExitCode.OK)
+
+
+def _send(children: list[_Child], signum: signal.Signals) -> None:
+    for child in children:
+        if child.process is not None and child.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.process.pid, signum)
+
+
+def _detach(conn: Connection) -> int:
+    """A plain descriptor for the read end of a pipe (the log forwarder owns and closes it)."""
+    fd = os.dup(conn.fileno())
+    conn.close()
+    return fd
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block the handled signals in this thread; a child forked meanwhile starts with them blocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,272 @@
+"""The worker process: import the broker and the application, run a :class:`~greenroom.Worker`, stop on a signal."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType, ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._globals import get_broker
+from ..broker import Broker
+from ..common import q_name
+from ..errors import BrokerConnectionError, QueueJoinTimeout
+from ..worker import Worker
+from ._args import redact_url
+from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
+from ._exit_codes import ExitCode
+
+__all__ = ["BootFailure", "WorkerSpec", "import_broker", "import_object", "run_worker"]
+
+#: How often (s) the main thread of a worker process checks whether to stop.
+POLL_INTERVAL_S = 0.1
+#: How often (s) a burst worker checks whether its queues are drained.
+BURST_CHECK_INTERVAL_S = 0.5
+#: How long (ms) one emptiness probe may wait on the broker.
+PROBE_TIMEOUT_MS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process needs to know (picklable, for ``--use-spawn``)."""
+
+    index: int
+    broker: str
+    modules: tuple[str, ...] = ()
+    queues: frozenset[str] | None = None
+    threads: int = 8
+    shutdown_timeout_ms: int = 600_000
+    burst: bool = False
+    verbose: int = 0
+    skip_logging: bool = False
+    gevent: bool = False
+    #: The broker URL from the environment, to name the broker in connection errors.
+    broker_url: str | None = None
+
+
+class BootFailure(Exception):
+    """A worker process could not boot; ``code`` is its exit code and the message the one line to log."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _StopState:
+    """Set from signal handlers and the parent watcher; read by the main thread's poll loop.
+
+    Plain attributes on purpose: a signal handler must not take the lock inside an ``Event``,
+    which the interrupted main thread may be holding.
+    """
+
+    def __init__(self) -> None:
+        self.stop_requested = False
+        self.signalled = False
+
+
+def import_object(value: str) -> tuple[ModuleType, object | None]:
+    """Import ``module`` or ``module:dotted.attribute``.
+
+    Raises:
+      ImportError: When the module or the attribute does not exist.
+    """
+    module_name, _, attribute = value.partition(":")
+    module = importlib.import_module(module_name)
+    if not attribute:
+        return module, None
+    try:
+        return module, functools.reduce(getattr, attribute.split("."), module)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} does not define {attribute!r}") from None
+
+
+def import_broker(value: str) -> Broker:
+    """The broker named on the command line: ``module``, ``module:broker`` or ``module:callable``.
+
+    Raises:
+      ImportError: When something cannot be imported, or the attribute is not a broker.
+    """
+    _, target = import_object(value)
+    if target is None:
+        return get_broker()
+    if isinstance(target, Broker):
+        return target
+    if callable(target):
+        target()
+        return get_broker()
+    raise ImportError(f"{value!r} is not a broker, nor a callable that sets one up")
+
+
+def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
+    """Entry point of a worker process; exits with an :class:`ExitCode`."""
+    if spec.gevent:
+        _ensure_gevent()
+    bootstrap_child(pipes, spec.verbose, spec.skip_logging)
+    logger = logging.getLogger(f"greenroom.WorkerProcess({spec.index})")
+    state = _StopState()
+    _install_signal_handlers(state)
+    unblock_signals()
+    watch_parent(pipes.control, lambda: setattr(state, "stop_requested", True), logger)
+    sys.exit(int(_boot_and_run(spec, pipes, state, logger)))
+
+
+def _ensure_gevent() -> None:
+    # Forked children inherit the patched modules; a spawned child has to patch for itself.
+    from gevent import monkey
+
+    if not monkey.saved:
+        monkey.patch_all()
+
+
+def _install_signal_handlers(state: _StopState) -> None:
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        if state.signalled:
+            # A second TERM means "now": the main thread is inside Worker.stop and cannot act on
+            # a flag. Unacknowledged messages are delivered again by the broker.
+            os._exit(ExitCode.KILLED)
+        state.signalled = True
+        state.stop_requested = True
+
+    # INT is ignored: Ctrl-C reaches the whole process group and the main process forwards it as TERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGHUP, on_stop)
+
+
+def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger: logging.Logger) -> ExitCode:
+    try:
+        broker, worker, forks = _boot(spec)
+    except BootFailure as failure:
+        logger.critical("%s", failure)
+        _report(pipes, ("failed", int(failure.code)))
+        return failure.code
+    except Exception:  # process top level: any other boot error crashes this worker
+        logger.critical("Worker process failed to boot.", exc_info=True)
+        _report(pipes, ("failed", int(ExitCode.KILLED)))
+        return ExitCode.KILLED
+    _report(pipes, ("booted", forks))
+    logger.info("Worker process is ready for action.")
+    _wait_until_stopped(spec, broker, worker, state)
+    logger.info("Stopping worker process...")
+    worker.stop(timeout=spec.shutdown_timeout_ms)
+    broker.close()
+    logger.info("Worker process stopped.")
+    return ExitCode.OK
+
+
+def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
+    try:
+        broker = import_broker(spec.broker)
+        broker.emit_after("process_boot")
+        for module in spec.modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        raise BootFailure(ExitCode.IMPORT, f"Could not import {_describe_import(spec, exc)}: {exc}") from exc
+    forks = [f"{fork.__module__}:{fork.__qualname__}" for m in broker.middleware for fork in m.forks]
+    worker = Worker(broker, queues=set(spec.queues) if spec.queues else None, worker_threads=spec.threads)
+    try:
+        _check_connection(broker, spec)
+        worker.start()
+    except (BrokerConnectionError, OSError) as exc:
+        where = _describe_broker(broker, spec)
+        raise BootFailure(ExitCode.CONNECTION, _scrub(f"Cannot connect to the broker {where}: {exc}", spec)) from exc
+    return broker, worker, forks
+
+
+def _describe_import(spec: WorkerSpec, exc: ImportError) -> str:
+    if exc.name and exc.name in (*spec.modules, spec.broker.partition(":")[0]):
+        return f"module {exc.name!r}"
+    return f"the broker {spec.broker!r}" if not spec.modules else f"{spec.broker!r} and {list(spec.modules)!r}"
+
+
+def _describe_broker(broker: Broker, spec: WorkerSpec) -> str:
+    """Name the broker and where it lives, never with a password."""
+    name = type(broker).__name__
+    url = getattr(broker, "url", None) or spec.broker_url
+    if isinstance(url, str) and url:
+        return f"{name} at {redact_url(url)}"
+    path = getattr(broker, "path", None)
+    if isinstance(path, str):
+        return f"{name} at sqlite:///{path}"
+    # redis-py keeps the address in its pool; other brokers name it in their error message.
+    pool = getattr(getattr(broker, "client", None), "connection_pool", None)
+    address = getattr(pool, "connection_kwargs", None)
+    if isinstance(address, dict) and "host" in address:
+        return f"{name} at redis://{address['host']}:{address.get('port', 6379)}/{address.get('db', 0)}"
+    return name
+
+
+def _scrub(text: str, spec: WorkerSpec) -> str:
+    """``text`` without the password of the configured broker URL, should a driver quote it."""
+    try:
+        password = urlsplit(spec.broker_url).password if spec.broker_url else None
+    except ValueError:
+        password = None
+    return text.replace(password, "***") if password else text
+
+
+def _check_connection(broker: Broker, spec: WorkerSpec) -> None:
+    """Touch the broker once so that an unreachable one fails the boot instead of looping in consumers."""
+    queues = sorted(q for q in broker.get_declared_queues() if not spec.queues or q_name(q) in spec.queues)
+    if queues:
+        _queue_is_empty(broker, q_name(queues[0]))
+
+
+def _queue_is_empty(broker: Broker, queue_name: str) -> bool:
+    """Whether a queue and its delay queue hold no message (waiting, delayed or unacknowledged).
+
+    ``Broker.join`` is the one emptiness test every broker implements; a short timeout turns it
+    into a probe.
+    """
+    try:
+        broker.join(queue_name, timeout=PROBE_TIMEOUT_MS)
+    except QueueJoinTimeout:
+        return False
+    return True
+
+
+def _wait_until_stopped(spec: WorkerSpec, broker: Broker, worker: Worker, state: _StopState) -> None:
+    next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S
+    drained_before = False
+    while not state.stop_requested:
+        time.sleep(POLL_INTERVAL_S)
+        if spec.burst and time.monotonic() >= next_check_s:
+            # Two drained checks in a row: a message moving from the broker into the worker's
+            # memory between the probes of one check cannot make both look empty.
+            drained = _is_drained(broker, worker)
+            if drained and drained_before:
+                logging.getLogger(f"greenroom.WorkerProcess({spec.index})").info("Queues are drained.")
+                return
+            drained_before = drained
+            next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S
+
+
+def _is_drained(broker: Broker, worker: Worker) -> bool:
+    if not _worker_is_idle(worker):
+        return False
+    try:
+        if not all(_queue_is_empty(broker, queue) for queue in {q_name(name) for name in list(worker.consumers)}):
+            return False
+    except Exception:  # a failing probe (broker down) just means "not drained yet"
+        logging.getLogger(__name__).debug("Emptiness probe failed.", exc_info=True)
+        return False
+    return _worker_is_idle(worker)
+
+
+def _worker_is_idle(worker: Worker) -> bool:
+    consumers = list(worker.consumers.values())
+    return worker.work_queue.unfinished_tasks == 0 and all(c.delay_queue.unfinished_tasks == 0 for c in consumers)
+
+
+def _report(pipes: ChildPipes, message: tuple[str, Any]) -> None:
+    try:
+        pipes.control.send(message)
+    except OSError:
+        pass  # the main process is gone; the parent watcher stops this process

@@ -1,0 +1,482 @@
+"""The ``greenroom`` command as real process trees: signals, reload, replacement, burst, gevent, exit codes.
+
+Every test starts the main process in a session of its own, with its application module, SQLite
+database, log file and results file under ``tmp_path``, waits for log lines rather than sleeping,
+and kills whatever is left of the tree in its finaliser.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from greenroom.brokers.sqlite import SQLiteBroker
+from greenroom.message import Message
+from greenroom.testing import wait_for
+
+pytestmark = pytest.mark.slow
+
+READY = "Greenroom is ready"
+WORKER_READY = "Worker process is ready for action."
+
+APP_SOURCE = """
+import os
+import time
+
+import greenroom
+from greenroom.brokers.sqlite import SQLiteBroker, SQLiteSettings
+from greenroom.middleware import Middleware
+
+VERSION = 1
+
+lease_ms = int(os.environ.get("GR_TEST_LEASE_MS", "30000"))
+settings = SQLiteSettings(lease_ms=lease_ms, renew_interval_ms=max(1, lease_ms // 3), synchronous="NORMAL")
+broker = SQLiteBroker(path=os.environ["GR_TEST_DB"], settings=settings)
+greenroom.set_broker(broker)
+
+
+def record(line):
+    fd = os.open(os.environ["GR_TEST_RESULTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\\n").encode())
+    finally:
+        os.close(fd)
+
+
+record(f"import {os.getpid()}")
+
+
+@greenroom.actor(max_retries=0)
+def work(n, sleep_s=0.0):
+    record(f"start {n} {os.getpid()}")
+    time.sleep(sleep_s)
+    record(f"done {n} {os.getpid()}")
+
+
+@greenroom.actor(max_retries=0)
+def slow_once(n):
+    # Sleeps a minute on its first delivery only, so the redelivery finishes at once.
+    marker = os.path.join(os.path.dirname(os.environ["GR_TEST_RESULTS"]), f"slow-{n}")
+    record(f"start {n} {os.getpid()}")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(60)
+    record(f"done {n} {os.getpid()}")
+
+
+@greenroom.actor(max_retries=0)
+def report_version(n):
+    record(f"version {n} {VERSION}")
+
+
+def fork_function():
+    record(f"fork {os.getpid()}")
+    while True:
+        time.sleep(1)
+
+
+class ForkingMiddleware(Middleware):
+    @property
+    def forks(self):
+        return [fork_function]
+
+
+if os.environ.get("GR_TEST_MIDDLEWARE_FORK"):
+    broker.add_middleware(ForkingMiddleware())
+"""
+
+
+class Tree:
+    """One ``greenroom`` process tree started by a test."""
+
+    def __init__(self, workdir: Path, args: list[str], *, gevent: bool = False, env: dict[str, str] | None = None):
+        Tree.count += 1
+        self.workdir = workdir
+        self.log = workdir / f"tree-{Tree.count}.log"
+        self.stderr_path = workdir / f"tree-{Tree.count}.stderr"
+        if gevent:
+            command = [sys.executable, "-c", "import sys; from greenroom.cli._gevent import main; sys.exit(main())"]
+        else:
+            command = [sys.executable, "-m", "greenroom"]
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                [*command, "app", "--log-file", str(self.log), *args],
+                cwd=workdir,
+                env={**app_env(workdir), **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # the finaliser can then kill the whole tree by its group
+            )
+
+    count = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, text: str, count: int = 1, timeout_s: float = 30.0) -> None:
+        try:
+            wait_for(lambda: self.log_text().count(text) >= count or self.proc.poll() is not None, timeout_s=timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"{text!r} not logged {count}x in {timeout_s} s:\n{self.log_text()}") from None
+        assert self.log_text().count(text) >= count, f"tree exited ({self.proc.poll()}):\n{self.output()}"
+
+    def wait_ready(self, count: int = 1, timeout_s: float = 60.0) -> None:
+        self.wait_log(READY, count, timeout_s)
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout_s: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"tree still running after {timeout_s} s:\n{self.output()}") from None
+
+    def output(self) -> str:
+        return self.log_text() + self.stderr_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.pid)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # stray children of this tree, if any
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def children_of(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.append(int(entry))
+    return children
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def app_env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("greenroom_", "dramatiq_"))}
+    env.update(
+        GR_TEST_DB=str(workdir / "broker.db"),
+        GR_TEST_RESULTS=str(workdir / "results.txt"),
+        PYTHONDONTWRITEBYTECODE="1",  # a reloaded module must never come from a stale .pyc
+        greenroom_worker_timeout="100",
+    )
+    return env
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(APP_SOURCE)
+    return tmp_path
+
+
+@pytest.fixture
+def trees() -> Iterator[list[Tree]]:
+    started: list[Tree] = []
+    yield started
+    for tree in started:
+        tree.cleanup()
+
+
+@pytest.fixture
+def producer(workdir: Path) -> Iterator[SQLiteBroker]:
+    broker = SQLiteBroker(path=workdir / "broker.db", middleware=[])
+    broker.declare_queue("default")
+    yield broker
+    broker.close()
+
+
+def send(broker: SQLiteBroker, actor: str, *args: object, delay: int | None = None) -> None:
+    broker.enqueue(Message(queue_name="default", actor_name=actor, args=args, kwargs={}, options={}), delay=delay)
+
+
+def start(trees: list[Tree], workdir: Path, *args: str, **kwargs: object) -> Tree:
+    tree = Tree(workdir, list(args), **kwargs)  # type: ignore[arg-type]
+    trees.append(tree)
+    return tree
+
+
+def results(workdir: Path) -> list[list[str]]:
+    path = workdir / "results.txt"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def events(workdir: Path, kind: str) -> collections.Counter[str]:
+    return collections.Counter(fields[1] for fields in results(workdir) if fields[0] == kind)
+
+
+# -- signals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_graceful_stop_finishes_running_tasks_and_requeues_prefetched_ones(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker, signum: int
+) -> None:
+    tree = start(trees, workdir, "-p", "1", "-t", "8", env={"greenroom_queue_prefetch": "64"})
+    tree.wait_ready()
+    for n in range(58):
+        send(producer, "work", n, 2.0)
+    # 8 running, the other 50 fetched into the worker's memory.
+    wait_for(lambda: len(events(workdir, "start")) == 8, timeout_s=30)
+    wait_for(lambda: producer.get_queue_counts("default").in_progress == 58, timeout_s=30)
+    assert producer.get_queue_counts("default").ready == 0
+
+    tree.signal(signum)
+    assert tree.wait_exit(60) == 0, tree.output()
+    assert len(events(workdir, "done")) == 8
+    assert events(workdir, "done") == events(workdir, "start")
+    counts = producer.get_queue_counts("default")
+    assert (counts.ready, counts.in_progress) == (50, 0)
+
+    # The next worker processes the 50 handed back, and nothing twice.
+    again = start(trees, workdir, "-p", "1", "-t", "50", "--burst")
+    assert again.wait_exit(60) == 0, again.output()
+    assert events(workdir, "done") == collections.Counter({str(n): 1 for n in range(58)})
+    assert events(workdir, "start") == events(workdir, "done")
+    # The main process never imported the application.
+    importers = {int(fields[1]) for fields in results(workdir) if fields[0] == "import"}
+    assert tree.pid not in importers
+    assert again.pid not in importers
+
+
+def test_second_term_kills_worker_processes_and_the_message_is_redelivered(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    env = {"GR_TEST_LEASE_MS": "2000"}
+    tree = start(trees, workdir, "-p", "2", "-t", "1", env=env)
+    tree.wait_ready()
+    workers = tree.worker_pids()
+    assert len(workers) == 2
+    send(producer, "slow_once", 1)
+    wait_for(lambda: events(workdir, "start")["1"] == 1, timeout_s=30)
+
+    tree.signal(signal.SIGTERM)
+    tree.wait_log("Stopping worker process...", 2)
+    tree.signal(signal.SIGTERM)
+    started_s = time.monotonic()
+    assert tree.wait_exit(5) == 1
+    wait_for(lambda: not any(is_running(pid) for pid in workers), timeout_s=2)
+    assert time.monotonic() - started_s < 2.0
+    assert events(workdir, "done")["1"] == 0
+
+    # Its lease runs out and the next worker processes it.
+    again = start(trees, workdir, "-p", "1", "--burst", env=env)
+    assert again.wait_exit(60) == 0, again.output()
+    assert events(workdir, "done") == collections.Counter({"1": 1})
+
+
+def test_hup_reloads_fresh_code_in_the_same_main_process(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    tree = start(trees, workdir, "-p", "1", "-t", "2")
+    tree.wait_ready()
+    send(producer, "report_version", 1)
+    wait_for(lambda: ["version", "1", "1"] in results(workdir), timeout_s=30)
+
+    app = workdir / "app.py"
+    app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
+    tree.signal(signal.SIGHUP)
+    tree.wait_ready(2)
+    assert tree.proc.poll() is None
+    assert f"[PID {tree.pid}] [MainThread] [greenroom.MainProcess] [INFO] Reloading" in tree.log_text()
+    assert tree.log_text().count(f"[PID {tree.pid}] [MainThread] [greenroom.MainProcess] [INFO] Greenroom '") == 2
+
+    send(producer, "report_version", 2)
+    wait_for(lambda: ["version", "2", "2"] in results(workdir), timeout_s=30)
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0
+
+
+# -- supervision ----------------------------------------------------------------------------
+
+
+def test_killed_worker_process_is_replaced_and_its_messages_processed(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    tree = start(trees, workdir, "-p", "2", "-t", "2", env={"GR_TEST_LEASE_MS": "2000"})
+    tree.wait_ready()
+    for n in range(8):
+        send(producer, "work", n, 1.0)
+    wait_for(lambda: len(events(workdir, "start")) >= 1, timeout_s=30)
+    victim = int(next(fields[2] for fields in results(workdir) if fields[0] == "start"))
+    os.kill(victim, signal.SIGKILL)
+
+    tree.wait_log("died with signal SIGKILL")
+    tree.wait_log(WORKER_READY, 3)
+    wait_for(lambda: set(events(workdir, "done")) == {str(n) for n in range(8)}, timeout_s=60)
+    assert victim not in tree.worker_pids()
+    assert len(tree.worker_pids()) == 2
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0
+
+
+def test_worker_processes_exit_when_the_main_process_disappears(workdir: Path, trees: list[Tree]) -> None:
+    tree = start(trees, workdir, "-p", "2", "-t", "1", "-f", "app:fork_function")
+    tree.wait_ready()
+    wait_for(lambda: len(tree.worker_pids()) == 3, timeout_s=30)
+    children = tree.worker_pids()
+    tree.proc.kill()
+    tree.proc.wait(10)
+    wait_for(lambda: not any(is_running(pid) for pid in children), timeout_s=30)
+
+
+def test_fork_processes_run_fork_functions_and_middleware_forks(workdir: Path, trees: list[Tree]) -> None:
+    tree = start(trees, workdir, "-p", "1", "-t", "1", "-f", "app:fork_function", env={"GR_TEST_MIDDLEWARE_FORK": "1"})
+    tree.wait_ready()
+    wait_for(lambda: len([f for f in results(workdir) if f[0] == "fork"]) == 2, timeout_s=30)
+    fork_pids = {int(f[1]) for f in results(workdir) if f[0] == "fork"}
+    assert fork_pids <= set(tree.worker_pids())
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0
+    assert not any(is_running(pid) for pid in fork_pids)
+
+
+# -- burst ----------------------------------------------------------------------------------
+
+
+def test_burst_exits_0_once_queues_and_delayed_messages_are_drained(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    for n in range(20):
+        send(producer, "work", n, 0.05)
+    for n in range(20, 23):
+        send(producer, "work", n, 0.0, delay=1500)
+    tree = start(trees, workdir, "-p", "2", "-t", "4", "--burst")
+    assert tree.wait_exit(60) == 0, tree.output()
+    assert events(workdir, "done") == collections.Counter({str(n): 1 for n in range(23)})
+    counts = producer.get_queue_counts("default")
+    assert counts.ready == counts.delayed == counts.in_progress == 0
+
+
+# -- gevent ---------------------------------------------------------------------------------
+
+
+def test_gevent_runs_hundreds_of_greenlets_per_process(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    for n in range(2000):
+        send(producer, "work", n, 0.1)
+    started_s = time.monotonic()
+    tree = start(trees, workdir, "-p", "1", "-t", "500", "--burst", gevent=True)
+    # Serially this is 200 s of sleeping; the bound only guards against that, it is no benchmark.
+    assert tree.wait_exit(150) == 0, tree.output()
+    elapsed_s = time.monotonic() - started_s
+    assert len(events(workdir, "done")) == 2000
+    print(f"gevent: 2000 tasks of 100 ms with -p 1 -t 500 in {elapsed_s:.1f} s")
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_unknown_module_exits_2(workdir: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "greenroom", "no_such_app_module", "-p", "1"],
+        cwd=workdir,
+        env=app_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+    assert "No module named 'no_such_app_module'" in missing.stderr
+
+
+def test_unknown_attribute_exits_2(workdir: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "greenroom", "app:no_such_broker", "-p", "2"],
+        cwd=workdir,
+        env=app_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    assert "does not define 'no_such_broker'" in completed.stderr
+
+
+def test_unreachable_broker_exits_3_naming_the_url_without_its_password(workdir: Path) -> None:
+    (workdir / "urlapp.py").write_text("import greenroom\n\n@greenroom.actor\ndef f():\n    pass\n")
+    env = {**app_env(workdir), "greenroom_broker_url": "redis://someone:hunter2@127.0.0.1:1/0"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "greenroom", "urlapp", "-p", "1"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert completed.returncode == 3, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "redis://someone:***@127.0.0.1:1/0" in completed.stderr
+    assert "hunter2" not in completed.stderr
+
+
+def test_bad_flag_prints_usage_and_exits_2(workdir: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "greenroom", "app", "--no-such-flag"],
+        cwd=workdir,
+        env=app_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("usage: greenroom")
+    assert "Traceback" not in completed.stderr
+
+
+def test_pid_file_held_by_a_running_process_exits_4(workdir: Path, trees: list[Tree]) -> None:
+    pid_file = workdir / "greenroom.pid"
+    tree = start(trees, workdir, "-p", "1", "-t", "1", "--pid-file", str(pid_file))
+    tree.wait_ready()
+    assert pid_file.read_text() == str(tree.pid)
+    completed = subprocess.run(
+        [sys.executable, "-m", "greenroom", "app", "-p", "1", "--pid-file", str(pid_file)],
+        cwd=workdir,
+        env=app_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 4
+    assert completed.stderr.strip().count("\n") == 0
+    assert f"already running with PID {tree.pid}" in completed.stderr
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0
+    assert not pid_file.exists()
