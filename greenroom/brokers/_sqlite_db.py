@@ -136,7 +136,8 @@ class Database:
             # Connections of threads that have ended can be closed: nothing else uses them.
             for old in self._connections:
                 if not old.thread.is_alive():
-                    old.conn.close()
+                    with contextlib.suppress(sqlite3.Error):
+                        old.conn.close()
             self._connections = [c for c in self._connections if c.thread.is_alive()]
             connection = _ThreadConnection(conn, self._generation)
             self._connections.append(connection)

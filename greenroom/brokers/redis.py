@@ -63,8 +63,7 @@ __all__ = ["RedisBroker"]
 MAX_FETCH = 1000
 #: Most messages one enqueue script call carries in a batch.
 ENQUEUE_CHUNK = 500
-#: Seconds an idle consumer blocks on its wake-up list before polling the queue itself. Producers
-#: that push a wake-up token (greenroom) are seen at once; raw RPUSH producers within this delay.
+#: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
 IDLE_POLL_S = 0.1
 #: Connection defaults applied when the broker builds the client itself (the caller's win).
 _CONNECTION_DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "socket_keepalive": True}
@@ -157,8 +156,6 @@ class RedisBroker(Broker):
         self._heartbeat_wake = threading.Event()
         self._closing = False
 
-    # -- connections and scripts --------------------------------------------------------------
-
     def _connection(self) -> Any:
         local, pid = self._local, os.getpid()
         if getattr(local, "pid", None) != pid:
@@ -171,12 +168,8 @@ class RedisBroker(Broker):
     def _round_trip(
         self, packed: list[bytes], *, retry: bool = True, script: str = "", sent: bool = False
     ) -> list[Any]:
-        """Send commands in one write (unless ``sent``) and read one reply each.
-
-        Connection errors are retried with backoff for ``retry_timeout`` (every command sent this way
-        is idempotent), then raise ``ConnectionClosed``. When Redis does not know ``script`` (NOSCRIPT,
-        e.g. after a restart) it is loaded and the commands sent again.
-        """
+        """Write commands at once (unless ``sent``), read a reply each. Retries connection errors for
+        ``retry_timeout`` (every command sent is idempotent); loads ``script`` on NOSCRIPT and resends."""
         deadline_s = time.monotonic() + self.retry_timeout_s
         attempt = 0
         while True:
@@ -218,8 +211,6 @@ class RedisBroker(Broker):
         packed = _pack(("EVALSHA", self._script(name)[0], len(keys), *keys, *args))
         return self._round_trip([packed], retry=retry, script=name)[0]
 
-    # -- keys -----------------------------------------------------------------------------------
-
     def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
         """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons)."""
         p, xq = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ"
@@ -232,8 +223,6 @@ class RedisBroker(Broker):
             xq + ".msgs",
             xq + ".reasons",
         )
-
-    # -- the broker contract --------------------------------------------------------------------
 
     def declare_queue(self, queue_name: str) -> None:
         """Declare a queue and its delay queue (no Redis I/O)."""
@@ -275,10 +264,9 @@ class RedisBroker(Broker):
     def enqueue_many(self, messages: Iterable[Message[Any]], *, delay: int | None = None) -> list[Message[Any]]:
         """Send many messages in one round trip (the batch API); returns the copies sent, in order.
 
-        Enqueue hooks run for every message. Each queue's messages are stored atomically in chunks
-        of :data:`ENQUEUE_CHUNK`; all chunks travel pipelined. Send many messages of one actor with
-        ``broker.enqueue_many(actor.message(n) for n in range(10000))``. If building a message
-        raises, the chunks already written are still stored and the exception propagates.
+        Hooks run for every message; each queue's messages are stored atomically in pipelined chunks of
+        :data:`ENQUEUE_CHUNK`. E.g. ``broker.enqueue_many(actor.message(n) for n in range(10000))``.
+        If building a message raises, the chunks already written stay stored.
 
         Raises:
           ConnectionClosed: When Redis stayed unreachable for ``retry_timeout`` ms.
@@ -386,8 +374,6 @@ class RedisBroker(Broker):
         for conn in list(self._connections):
             conn.disconnect()
 
-    # -- heartbeat and recovery -------------------------------------------------------------------
-
     def _heartbeat_loop(self) -> None:
         logger = get_logger(__name__, "RedisHeartbeat")
         while True:
@@ -409,11 +395,9 @@ class RedisBroker(Broker):
             logger.debug("Could not retire worker %s (%s).", self.broker_id, exc)
 
     def beat(self, *, retire: bool = False) -> int:
-        """Heartbeat, recover the messages of dead workers, purge old dead letters; returns how many recovered.
+        """Heartbeat, recover dead workers' messages, purge old dead letters; returns how many recovered.
 
-        The heartbeat thread calls this every :attr:`heartbeat_interval_s` seconds, and with
-        ``retire`` when it stops (the worker is forgotten if it holds no message).
-        """
+        Run by the heartbeat thread every :attr:`heartbeat_interval_s` s, with ``retire`` when it stops."""
         self._hand_back_orphans()
         with self._lock:
             consumed = sorted(self._consumed)
@@ -587,9 +571,8 @@ class _RedisConsumer(Consumer):
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""
         proxies = [cast(_RedisMessageProxy, m) for m in messages]
-        if not proxies:
-            return
-        self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
+        if proxies:
+            self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
         with self._cond:
             for m in proxies:
                 m._settled = True

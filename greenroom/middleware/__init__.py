@@ -12,8 +12,10 @@ from .time_limit import TimeLimit, TimeLimitExceeded
 
 __all__ = [
     "AgeLimit",
+    "AsyncIO",
     "Callbacks",
     "CurrentMessage",
+    "GroupCallbacks",
     "Interrupt",
     "Middleware",
     "MiddlewareError",

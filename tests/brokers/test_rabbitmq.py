@@ -2,11 +2,13 @@
 
 Every test uses queues with unique names and deletes them afterwards, except the two that must use
 ``default`` (the seed's raw publish, and the poison body landing in ``default.XQ``): those flush it,
-and share an xdist group with the contract suite, which uses ``default`` too (``--dist loadgroup``).
+and hold a file lock shared with the contract suite (which uses ``default`` too), so that they never
+run at the same time under pytest-xdist.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -18,6 +20,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,28 @@ def delete_queues(*queue_names: str) -> None:
                 channel.queue_delete(name + suffix)
     finally:
         connection.close()
+
+
+@contextmanager
+def default_queue_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Serialise the tests that use RabbitMQ's ``default`` queue across pytest-xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by every worker of this run
+    with open(root / "rabbitmq-default.lock", "w") as lock_file:
+
+        def acquire() -> bool:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        wait_for(acquire, timeout_s=300, interval_s=0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -114,12 +139,15 @@ def make_worker() -> Iterator[Callable[..., Worker]]:
 
 
 @pytest.fixture
-def default_queue(make_broker: Callable[..., RabbitmqBroker]) -> Iterator[RabbitmqBroker]:
-    """A broker whose ``default`` queues are empty before and after the test."""
-    broker = make_broker()
-    broker.flush("default")
-    yield broker
-    broker.flush("default")
+def default_queue(
+    make_broker: Callable[..., RabbitmqBroker], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RabbitmqBroker]:
+    """A broker whose ``default`` queues are empty before and after the test, used by this test only."""
+    with default_queue_lock(tmp_path_factory):
+        broker = make_broker()
+        broker.flush("default")
+        yield broker
+        broker.flush("default")
 
 
 class TcpProxy:
@@ -302,7 +330,6 @@ def test_queues_and_messages_match_the_wire_format(make_broker: Callable[..., Ra
         connection.close()
 
 
-@pytest.mark.xdist_group("rabbitmq-default")
 def test_raw_publish_of_the_seed_json_runs_the_actor(
     default_queue: RabbitmqBroker, make_worker: Callable[..., Worker]
 ) -> None:
@@ -322,7 +349,6 @@ def test_raw_publish_of_the_seed_json_runs_the_actor(
     wait_for(lambda: seen == [3], TIMEOUT_S)
 
 
-@pytest.mark.xdist_group("rabbitmq-default")
 def test_poison_body_among_good_ones_goes_to_the_xq(
     default_queue: RabbitmqBroker, make_worker: Callable[..., Worker]
 ) -> None:

@@ -9,26 +9,31 @@ from greenroom.broker import Broker
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.errors import ConnectionClosed
 from greenroom.testing.broker_contract import BrokerContract
+from tests.brokers.test_rabbitmq import default_queue_lock
 from tests.conftest import service_unavailable
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
-@pytest.mark.xdist_group("rabbitmq-default")
 class TestRabbitmqBrokerContract(BrokerContract):
-    """The contract suite on the shared RabbitMQ; its tests use the queue "default", flushed around each test."""
+    """The contract suite on the shared RabbitMQ.
+
+    Its tests use the queue "default": it is flushed around each test, and a file lock keeps them
+    from running at the same time as other tests using it under pytest-xdist.
+    """
 
     @pytest.fixture
-    def broker(self) -> Iterator[Broker]:
-        broker = RabbitmqBroker(url=URL)
-        try:
+    def broker(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+        with default_queue_lock(tmp_path_factory):
+            broker = RabbitmqBroker(url=URL)
+            try:
+                broker.flush("default")
+            except ConnectionClosed as exc:
+                service_unavailable("RabbitMQ", exc)
+            broker.emit_after("process_boot")
+            yield broker
             broker.flush("default")
-        except ConnectionClosed as exc:
-            service_unavailable("RabbitMQ", exc)
-        broker.emit_after("process_boot")
-        yield broker
-        broker.flush("default")
-        broker.close()
+            broker.close()
 
     def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
         assert isinstance(broker, RabbitmqBroker)

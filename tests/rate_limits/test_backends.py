@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from greenroom.rate_limits import RateLimiterBackend
+from greenroom.rate_limits.backends import SQLiteBackend, StubBackend
 from greenroom.testing import wait_for
 
 
@@ -106,3 +108,25 @@ def test_redis_keys_have_no_prefix_by_default() -> None:
 
     assert RedisBackend()._key("k") == "k"
     assert RedisBackend(namespace="ns")._key("k") == "ns:k"
+
+
+def test_expired_keys_are_purged_from_the_sqlite_table(tmp_path: Path) -> None:
+    backend = SQLiteBackend(path=tmp_path / "limits.db")
+    try:
+        backend.add("short", 1, 1)
+        wait_for(lambda: not backend._is_notified("short"), timeout_s=5)  # expired
+        backend._last_purge_s = 0.0  # make the next write purge
+        backend.add("other", 1, 60000)
+        rows = backend._connections.connection().execute("SELECT key FROM greenroom_rate_limits").fetchall()
+        assert rows == [("other",)]
+    finally:
+        backend.close()
+
+
+def test_expired_keys_are_swept_from_the_stub() -> None:
+    backend = StubBackend()
+    backend.add("short", 1, 1)
+    wait_for(lambda: backend.db["short"][1] <= time.monotonic())
+    backend._last_sweep_s = 0.0
+    backend.add("other", 1, 60000)
+    assert list(backend.db) == ["other"]

@@ -6,12 +6,13 @@ import hashlib
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from greenroom import Message
 from greenroom.results import Missing, ResultBackend, ResultFailure, ResultMissing, ResultTimeout
-from greenroom.results.backends import StubBackend
+from greenroom.results.backends import SQLiteBackend, StubBackend
 from greenroom.testing import wait_for
 
 
@@ -157,3 +158,17 @@ def test_dramatiq_reads_greenroom_results_from_redis() -> None:
     finally:
         client.delete(ours.build_message_key(done), ours.build_message_key(failed))
         client.close()
+
+
+def test_expired_results_are_purged_from_the_sqlite_table(tmp_path: Path) -> None:
+    backend = SQLiteBackend(path=tmp_path / "results.db")
+    try:
+        old, new = make_message(), make_message()
+        backend.store_result(old, 1, 1)
+        wait_for(lambda: backend._get(backend.build_message_key(old)) is Missing, timeout_s=5)
+        backend._last_purge_s = 0.0  # make the next store purge
+        backend.store_result(new, 2, 60000)
+        rows = backend._connections.connection().execute("SELECT key FROM greenroom_results").fetchall()
+        assert rows == [(backend.build_message_key(new),)]
+    finally:
+        backend.close()

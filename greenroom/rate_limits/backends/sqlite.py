@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 
 from ..._sqlite_local import ThreadLocalConnections, translate_sqlite_errors
@@ -19,8 +22,13 @@ CREATE TABLE IF NOT EXISTS greenroom_rate_limits (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS greenroom_rate_limits_expiry ON greenroom_rate_limits (expires_at)
 """
+
+#: Expired rows are deleted by a write at most this often, per backend instance, in seconds.
+#: (Bucket, window and barrier keys are unique, so without this the table would only grow.)
+_PURGE_INTERVAL_S = 5.0
 
 
 class SQLiteBackend(RateLimiterBackend):
@@ -41,6 +49,26 @@ class SQLiteBackend(RateLimiterBackend):
     def __init__(self, *, path: str | os.PathLike[str] = DEFAULT_PATH, busy_timeout: int = 10000) -> None:
         self.path = os.fspath(path)
         self._connections = ThreadLocalConnections(self.path, busy_timeout_ms=busy_timeout, schema=_SCHEMA)
+        #: Monotonic time of the last purge; guarded by _purge_lock.
+        self._last_purge_s = 0.0
+        self._purge_lock = threading.Lock()
+
+    def _purge_due(self) -> bool:
+        now_s = time.monotonic()
+        with self._purge_lock:
+            if now_s - self._last_purge_s < _PURGE_INTERVAL_S:
+                return False
+            self._last_purge_s = now_s
+            return True
+
+    def _set(self, conn: sqlite3.Connection, key: str, value: int, now_ms: int, ttl: int) -> None:
+        """Write a row (inside a write transaction), purging expired rows when a purge is due."""
+        conn.execute(
+            "INSERT OR REPLACE INTO greenroom_rate_limits (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, now_ms + int(ttl)),
+        )
+        if self._purge_due():
+            conn.execute("DELETE FROM greenroom_rate_limits WHERE expires_at <= ?", (now_ms,))
 
     def _update(self, key: str, ttl: int, compute: Callable[[int | None, int], int | None], others: list[str]) -> bool:
         """In one write transaction: set ``key`` to ``compute(current, others_sum)`` unless it is None."""
@@ -60,10 +88,7 @@ class SQLiteBackend(RateLimiterBackend):
             new_value = compute(None if row is None else int(row[0]), int(others_sum))
             if new_value is None:
                 return False
-            conn.execute(
-                "INSERT OR REPLACE INTO greenroom_rate_limits (key, value, expires_at) VALUES (?, ?, ?)",
-                (key, new_value, now_ms + int(ttl)),
-            )
+            self._set(conn, key, new_value, now_ms, ttl)
             return True
 
     def add(self, key: str, value: int, ttl: int) -> bool:
@@ -93,10 +118,7 @@ class SQLiteBackend(RateLimiterBackend):
     def wait_notify(self, key: str, ttl: int) -> None:
         now_ms = current_millis()
         with translate_sqlite_errors(), self._connections.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO greenroom_rate_limits (key, value, expires_at) VALUES (?, 1, ?)",
-                (key, now_ms + int(ttl)),
-            )
+            self._set(conn, key, 1, now_ms, ttl)
 
     def _is_notified(self, key: str) -> bool:
         with translate_sqlite_errors():

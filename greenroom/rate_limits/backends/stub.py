@@ -10,6 +10,9 @@ from ..backend import RateLimiterBackend
 
 __all__ = ["StubBackend"]
 
+#: Expired keys are swept by a write at most this often, in seconds.
+_SWEEP_INTERVAL_S = 1.0
+
 
 class StubBackend(RateLimiterBackend):
     """Counters in a dict, for tests and single-process use. TTLs are honoured to the millisecond."""
@@ -19,6 +22,8 @@ class StubBackend(RateLimiterBackend):
         self.db: dict[str, tuple[int, float]] = {}
         #: Guards db; notified by wait_notify so waiters wake at once.
         self._cond = threading.Condition()
+        #: Monotonic time of the last sweep of expired keys; guarded by _cond.
+        self._last_sweep_s = 0.0
 
     def _value(self, key: str) -> int | None:
         entry = self.db.get(key)
@@ -30,7 +35,13 @@ class StubBackend(RateLimiterBackend):
         return entry[0]
 
     def _put(self, key: str, value: int, ttl: int) -> None:
-        self.db[key] = (value, time.monotonic() + ttl / 1000)
+        now_s = time.monotonic()
+        self.db[key] = (value, now_s + ttl / 1000)
+        if now_s - self._last_sweep_s >= _SWEEP_INTERVAL_S:
+            # Bucket, window and barrier keys are unique: drop the expired ones now and then.
+            self._last_sweep_s = now_s
+            for expired in [k for k, (_, expires_s) in self.db.items() if expires_s <= now_s]:
+                del self.db[expired]
 
     def add(self, key: str, value: int, ttl: int) -> bool:
         with self._cond:

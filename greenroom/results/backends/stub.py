@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StubBackend"]
 
+#: Expired results are swept by a store at most this often, in seconds.
+_SWEEP_INTERVAL_S = 1.0
+
 
 class StubBackend(ResultBackend):
     """Keep results in memory, in this process.
@@ -31,6 +34,8 @@ class StubBackend(ResultBackend):
     #: _lock; written by worker threads, read by any thread.
     results: ClassVar[dict[str, tuple[bytes, float]]] = {}
     _lock: ClassVar[threading.Condition] = threading.Condition()
+    #: Monotonic time of the last sweep of expired results; guarded by _lock.
+    _last_sweep_s: ClassVar[float] = 0.0
 
     def __init__(
         self,
@@ -57,9 +62,14 @@ class StubBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
+        now_s = time.monotonic()
         with self._lock:
-            self.results[message_key] = (data, time.monotonic() + ttl / 1000)
+            self.results[message_key] = (data, now_s + ttl / 1000)
             self._lock.notify_all()
+            if now_s - StubBackend._last_sweep_s >= _SWEEP_INTERVAL_S:
+                StubBackend._last_sweep_s = now_s
+                for expired in [k for k, (_, expires_s) in self.results.items() if expires_s <= now_s]:
+                    del self.results[expired]
 
     def _get_blocking(self, message_key: str, timeout_ms: int) -> Any:
         # In-process: wait on the store's condition instead of polling.
