@@ -51,7 +51,7 @@ if os.environ.get("QUICKSTART_TALLY"):
 
 
 @greenroom.actor(max_retries=2, min_backoff=200, max_backoff=1000)
-def make_thumbnail(image_id: int, attempt_marker: str) -> str:
+def make_thumbnail(image_id: int, attempt_marker: str) -> None:
     """Pretend to resize an image; fail when the example says so."""
     time.sleep(random.uniform(0.005, 0.03))
     if image_id % BROKEN_EVERY == 7:
@@ -60,7 +60,8 @@ def make_thumbnail(image_id: int, attempt_marker: str) -> str:
     if image_id % FLAKY_EVERY == 0 and not os.path.exists(marker):
         open(marker, "w").close()
         raise ConnectionError(f"storage timed out for image {image_id}")
-    return hashlib.sha1(str(image_id).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(str(image_id).encode()).hexdigest()[:8]
+    make_thumbnail.logger.debug("thumbnail %s stored", digest)
 
 
 @greenroom.actor(queue_name="reports")

@@ -143,7 +143,6 @@ class RedisBroker(Broker):
         # One connection per thread, outside the pool: it saves the pool's checkout on every call.
         # Each records its PID: a forked child must never share its parent's sockets (as redis-py's _checkpid).
         self._local = threading.local()
-        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._scripts: dict[str, tuple[str, bytes]] = {}
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
@@ -162,7 +161,6 @@ class RedisBroker(Broker):
             pool = self.client.connection_pool
             local.conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
             local.pid = pid
-            self._connections.add(local.conn)
         return local.conn
 
     def _round_trip(
@@ -362,7 +360,7 @@ class RedisBroker(Broker):
             time.sleep(interval / 1000)
 
     def close(self) -> None:
-        """Stop the heartbeat thread and close connections; the broker can be used again."""
+        """Stop the heartbeat thread and close this thread's connection; the broker can be used again."""
         with self._lock:
             self._closing = True
             thread = self._heartbeat_thread
@@ -371,7 +369,10 @@ class RedisBroker(Broker):
             thread.join(10)
         with self._lock:
             self._closing = False
-        for conn in list(self._connections):
+        # Only this thread's connection: another thread may be using its own right now; those close
+        # when their threads end.
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
             conn.disconnect()
 
     def _heartbeat_loop(self) -> None:
@@ -393,6 +394,8 @@ class RedisBroker(Broker):
             self.beat(retire=True)
         except BrokerError as exc:
             logger.debug("Could not retire worker %s (%s).", self.broker_id, exc)
+        except Exception:  # the thread's top level: log, never die with an unhandled exception
+            logger.exception("Unexpected error while retiring worker %s.", self.broker_id)
 
     def beat(self, *, retire: bool = False) -> int:
         """Heartbeat, recover dead workers' messages, purge old dead letters; returns how many recovered.
