@@ -406,7 +406,7 @@ class RabbitmqBroker(Broker):
         Raises:
           QueueJoinTimeout: When ``timeout`` ms pass first.
         """
-        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
+        queue_name, deadline_s = q_name(queue_name), None if timeout is None else time.monotonic() + timeout / 1000
         successes = 0
         while successes < min_successes:
             if deadline_s is not None and time.monotonic() >= deadline_s:

@@ -41,7 +41,6 @@ import os
 import threading
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -140,8 +139,8 @@ class RedisBroker(Broker):
         self._heartbeats_key = self._prefix + "__heartbeats__"
         self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
         self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
-        # One connection per thread, outside the pool: it saves the pool's checkout on every call.
-        # Each records its PID: a forked child must never share its parent's sockets (as redis-py's _checkpid).
+        # One connection per thread, outside the pool (saves a checkout per call), tagged with its PID
+        # so that a forked child never shares its parent's sockets (as redis-py's _checkpid).
         self._local = threading.local()
         self._scripts: dict[str, tuple[str, bytes]] = {}
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
@@ -369,11 +368,8 @@ class RedisBroker(Broker):
             thread.join(10)
         with self._lock:
             self._closing = False
-        # Only this thread's connection: another thread may be using its own right now; those close
-        # when their threads end.
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.disconnect()
+        if getattr(self._local, "conn", None) is not None:  # other threads' close when those threads end
+            self._local.conn.disconnect()
 
     def _heartbeat_loop(self) -> None:
         logger = get_logger(__name__, "RedisHeartbeat")

@@ -30,6 +30,7 @@ import pytest
 
 import greenroom
 from greenroom import ConnectionClosed, Message, QueueJoinTimeout, Worker
+from greenroom.brokers._url import broker_from_url
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.testing import wait_for
 from tests.conftest import service_unavailable
@@ -286,6 +287,9 @@ def test_connection_settings_forms() -> None:
     assert [(p.host, p.port) for p in dicts._parameters] == [("h1", 1), ("h2", 5672)]
     keywords = RabbitmqBroker(host="h3", heartbeat=5)
     assert (keywords._parameters[0].host, keywords._parameters[0].heartbeat) == ("h3", 5)
+    from_env = broker_from_url("amqps://u:p@h4:5000/%2F")  # greenroom_broker_url; connects lazily
+    assert isinstance(from_env, RabbitmqBroker)
+    assert (from_env._parameters[0].host, from_env._parameters[0].port) == ("h4", 5000)
 
 
 def test_url_failover_to_the_next_server(make_broker: Callable[..., RabbitmqBroker], queue_name: str) -> None:
@@ -404,7 +408,7 @@ def test_requeue_returns_messages_and_stale_tags_are_ignored(
     acker.start()
     acker.join(TIMEOUT_S)
     assert next(second) is None
-    assert second.unacked_count() == 0
+    assert broker._unacked_count(queue_name) == 0
     second.close()
     assert broker.get_queue_message_counts(queue_name) == (0, 0, 0)
 
@@ -469,6 +473,7 @@ def test_deleted_queue_is_declared_again(
 WORKER_SCRIPT = """
 import sys, threading, time
 import greenroom
+from greenroom.brokers._url import broker_from_url
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.middleware import Middleware
 

@@ -415,7 +415,9 @@ def test_url_with_password_and_db_and_a_ready_client(tmp_path: Path, brokers: li
             broker.enqueue(record.message(source))
         start_worker(workers, by_client)
         wait_for(lambda: sorted(seen) == ["client", "params", "url"], TIMEOUT_S)
-        assert redis.Redis(port=server.port, password="s3cret", db=2).exists("default.msgs") == 0
+        check = redis.Redis(port=server.port, password="s3cret", db=2)
+        wait_for(lambda: check.exists("default.msgs") == 0, TIMEOUT_S)
+        check.close()
     finally:
         for worker in workers:
             worker.stop(timeout=10000)
