@@ -6,7 +6,7 @@ Measures, for each library with its default middleware and a unique namespace:
 
 * enqueue rate of ``send`` calls, one after the other, in this process (alternating rounds of the two
   libraries, so that both see the same load from whatever else runs on the machine);
-* batch enqueue rate (greenroom ``enqueue_many``; Dramatiq has no batch API);
+* batch enqueue rate (greenroom ``enqueue_many``, best of three; Dramatiq has no batch API);
 * drain rate of no-op messages by one worker process with 8 threads (a subprocess, so its peak RSS
   is its own), timed from the first message started to the last one finished;
 * p50/p99 latency from ``send`` to the start of the actor at 100 messages/s;
@@ -174,9 +174,13 @@ def measure(system: str, url: str, count: int) -> dict[str, float]:
     results: dict[str, float] = {}
 
     if system == "greenroom":
-        started = time.perf_counter()
-        broker.enqueue_many(noop.message() for _ in range(count))
-        results["batch"] = count / (time.perf_counter() - started)
+        best_s = float("inf")
+        for _ in range(3):  # best of three: the machine is shared
+            started = time.perf_counter()
+            broker.enqueue_many(noop.message() for _ in range(count))
+            best_s = min(best_s, time.perf_counter() - started)
+            broker.flush("bench")
+        results["batch"] = count / best_s
     else:
         results["batch"] = float("nan")  # Dramatiq has no batch API
 

@@ -69,6 +69,7 @@ class Broker(abc.ABC):
         self._queue_listeners: list[QueueListener] = []
         self.has_results_middleware = False
 
+        self._rebuild_dispatch()
         if middleware is None:
             from .middleware import default_middleware  # the middleware package sits above this module
 
@@ -146,6 +147,10 @@ class Broker(abc.ABC):
                 (before if prefix == "before" else after).setdefault(signal, []).append(getattr(m, name))
         for hooks in after.values():
             hooks.reverse()
+        # Workers learn about new queues from the declaration signals themselves, so a broker
+        # written for Dramatiq (which only emits them) still gets consumers for later queues.
+        after.setdefault("declare_queue", []).append(self._queue_declared_hook)
+        after.setdefault("declare_delay_queue", []).append(self._delay_queue_declared_hook)
         self._before, self._after = before, after
         self.has_results_middleware = any(m.stores_results for m in self.middleware)
 
@@ -165,9 +170,15 @@ class Broker(abc.ABC):
             self._queue_listeners.remove(listener)
 
     def _notify_queue_declared(self, queue_name: str, is_delay_queue: bool) -> None:
-        """Subclasses call this after declaring a queue (after the ``after_declare_*`` hooks)."""
+        """Tell the queue listeners about a queue (``emit_after`` of a declaration does this)."""
         for listener in list(self._queue_listeners):
             listener(queue_name, is_delay_queue)
+
+    def _queue_declared_hook(self, broker: Broker, queue_name: str) -> None:
+        self._notify_queue_declared(queue_name, False)
+
+    def _delay_queue_declared_hook(self, broker: Broker, queue_name: str) -> None:
+        self._notify_queue_declared(queue_name, True)
 
     # -- actors and queues ----------------------------------------------------------------------
 

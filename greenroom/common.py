@@ -20,6 +20,7 @@ __all__ = [
     "current_millis",
     "dq_name",
     "getenv_int",
+    "is_expected",
     "iter_queue",
     "join_all",
     "join_queue",
@@ -101,6 +102,18 @@ def getenv_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, not {value!r}") from None
+
+
+def is_expected(exception: BaseException, throws: object) -> bool:
+    """Whether ``exception`` is one of ``throws`` (an exception class or a tuple of them).
+
+    Anything else in ``throws`` (a string from a foreign producer, say) matches nothing.
+    """
+    if isinstance(throws, type) and issubclass(throws, BaseException):
+        return isinstance(exception, throws)
+    if isinstance(throws, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in throws):
+        return bool(throws) and isinstance(exception, throws)
+    return False
 
 
 def iter_queue(queue: Queue[T]) -> Iterator[T]:

@@ -136,6 +136,8 @@ class group:
         middleware = next((m for m in self.broker.middleware if isinstance(m, GroupCallbacks)), None)
         if middleware is None:
             raise RuntimeError("group callbacks require the GroupCallbacks middleware")
+        if any(isinstance(child, group) for child in self.children):
+            raise NotImplementedError("groups of groups cannot have completion callbacks")
         completion_uuid = str(uuid.uuid4())
         barrier = Barrier(middleware.rate_limiter_backend, completion_uuid, ttl=middleware.barrier_ttl)
         barrier.create(len(self.children))
@@ -144,12 +146,9 @@ class group:
             if isinstance(child, Message):
                 self.broker.enqueue(child.copy(options=options), delay=delay)
             elif isinstance(child, pipeline):
-                child.messages[-1] = child.messages[-1].copy(options=options)
-                if len(child.messages) > 1:
-                    child.messages[-2].options["pipe_target"] = child.messages[-1].asdict()
-                child.run(delay=delay)
-            else:
-                raise NotImplementedError("groups of groups cannot have completion callbacks")
+                # A new pipeline whose last step carries the group options; the child stays as it was.
+                last = child.messages[-1].copy(options=options)
+                pipeline([*child.messages[:-1], last], broker=child.broker).run(delay=delay)
 
     def get_results(self, *, block: bool = False, timeout: int | None = None) -> Iterator[Any]:
         """Each member's result in order (a list for a nested group), sharing one ``timeout`` (ms)."""

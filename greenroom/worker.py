@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections import defaultdict
 from queue import Empty, PriorityQueue
 from typing import TYPE_CHECKING, Any
 
-from .common import current_millis, getenv_int, iter_queue, join_all, q_name
+from .common import current_millis, getenv_int, is_expected, iter_queue, join_all, q_name
 from .errors import ActorNotFound, BrokerConnectionError, RateLimitExceeded, Retry
 from .logging import get_logger
 from .middleware.middleware import SkipMessage
+from .threading import Interrupt
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -27,9 +29,9 @@ ACK_RETRY_INTERVAL_S = 5.0
 #: Attempts to acknowledge a message once the worker is stopping (it is redelivered if all fail).
 ACK_ATTEMPTS_WHEN_STOPPING = 3
 
-#: Work items: (actor priority, arrival sequence, message, actor). The sequence is unique, so
-#: the message and actor are never compared.
-_WorkItem = tuple[int, int, "MessageProxy", "Actor[Any, Any]"]
+#: Work items: (actor priority, arrival sequence, message, actor, the consumer thread that
+#: delivered it). The sequence is unique, so the later fields are never compared.
+_WorkItem = tuple[int, int, "MessageProxy", "Actor[Any, Any]", "ConsumerThread"]
 #: Delayed items: (eta ms, arrival sequence, message).
 _DelayItem = tuple[int, int, "MessageProxy"]
 
@@ -103,18 +105,23 @@ class Worker:
             self.consumers[queue_name] = consumer
 
     def _add_worker(self) -> None:
-        worker = WorkerThread(
-            broker=self.broker, consumers=self.consumers, work_queue=self.work_queue, worker_timeout=self.worker_timeout
-        )
+        worker = WorkerThread(broker=self.broker, work_queue=self.work_queue, worker_timeout=self.worker_timeout)
         worker.start()
         self.workers.append(worker)
 
-    def pause(self) -> None:
-        """Stop taking new work and wait until every thread is idle."""
+    def pause(self, timeout_s: float = 60.0) -> None:
+        """Stop taking new work and wait (up to ``timeout_s``) until every thread is idle.
+
+        Consumers stop fetching but keep their broker connection; prefetched messages stay in
+        memory and run after :meth:`resume`.
+        """
         for child in self._threads():
             child.pause()
+        deadline_s = time.monotonic() + timeout_s
         for child in self._threads():
-            child.paused_event.wait()
+            while child.is_alive() and not child.paused_event.wait(0.05):
+                if time.monotonic() >= deadline_s:
+                    raise TimeoutError(f"{child.name} did not pause in time")
 
     def resume(self) -> None:
         """Take work again after :meth:`pause`."""
@@ -139,21 +146,24 @@ class Worker:
             consumers = list(self.consumers.values())
         deadline_s = time.monotonic() + timeout / 1000
 
-        # Consumers stop fetching, and worker threads finish only the message they are running; the
-        # broker consumers stay open until the end so that the last acks still go through.
-        # Worker threads are told at the same time, so none takes a new message from memory.
-        for thread in [*consumers, *self.workers]:
-            thread.stop()
-        join_all(consumers, timeout_ms=_remaining_ms(deadline_s))
+        # Worker threads stop first: each finishes only the message it is running and takes no new
+        # one. Consumer threads keep running meanwhile, because some brokers (RabbitMQ) only
+        # service their connection, heartbeats and acks from the consumer thread; whatever they
+        # still receive waits in memory and is handed back below.
+        for worker in self.workers:
+            worker.stop()
         join_all(self.workers, timeout_ms=_remaining_ms(deadline_s))
+        for consumer in consumers:
+            consumer.stop()
+        join_all(consumers, timeout_ms=_remaining_ms(deadline_s))
 
-        by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
-        for _, _, message, _ in iter_queue(self.work_queue):
-            by_queue[message.queue_name].append(message)
+        by_consumer: defaultdict[ConsumerThread, list[MessageProxy]] = defaultdict(list)
+        for _, _, message, _, consumer in iter_queue(self.work_queue):
+            by_consumer[consumer].append(message)
             self.work_queue.task_done()
-        for queue_name, messages in by_queue.items():
-            self.logger.debug("Handing %d unprocessed messages back to %r.", len(messages), queue_name)
-            self.consumers[queue_name].requeue_messages(messages)
+        for consumer, messages in by_consumer.items():
+            self.logger.debug("Handing %d unprocessed messages back to %r.", len(messages), consumer.queue_name)
+            consumer.requeue_messages(messages)
         for consumer in consumers:
             consumer.close()
         self.broker.emit_after("worker_shutdown", self)
@@ -200,7 +210,6 @@ class _PausableThread(threading.Thread):
 
     def resume(self) -> None:
         self.paused = False
-        self.paused_event.clear()
 
     def stop(self) -> None:
         self.running = False
@@ -240,28 +249,46 @@ class ConsumerThread(_PausableThread):
                 self.paused_event.set()
                 self._stop_event.wait(self.worker_timeout / 1000)
                 continue
+            self.paused_event.clear()
             try:
                 self._consume()
             except BrokerConnectionError:
                 self.logger.critical("Consumer encountered a connection error.", exc_info=True)
-                self._forget_delayed()
-                self._close_consumer()
-                self._stop_event.wait(self.restart_delay_ms / 1000)
+                self._reset()
             except Exception:
                 self.logger.critical("Consumer encountered an unexpected error.", exc_info=True)
-                self._close_consumer()
-                self._stop_event.wait(self.restart_delay_ms / 1000)
+                self._reset()
         self.broker.emit_before("consumer_thread_shutdown", self)
+
+    def _reset(self) -> None:
+        """Drop the broker consumer and wait before reconnecting."""
+        # Delayed messages held in memory were never acknowledged: the broker delivers them again
+        # to the next consumer, so keeping them here too would run them twice.
+        self._forget_delayed()
+        self._close_consumer()
+        self._stop_event.wait(self.restart_delay_ms / 1000)
 
     def _consume(self) -> None:
         if self.consumer is None:
             self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.worker_timeout)
         for message in self.consumer:
             if message is not None:
-                self.handle_message(message)
+                self._handle_safely(message)
             self.handle_delayed_messages()
             if not self.running or self.paused:
                 return
+        # A consumer that ends (rather than idling) is done: get a new one on the next round.
+        self._close_consumer()
+
+    def _handle_safely(self, message: MessageProxy) -> None:
+        try:
+            self.handle_message(message)
+        except Exception as exc:
+            # One bad message must not restart the consumer: it goes to the dead letters alone.
+            self.logger.error("Could not handle message %r; dead-lettering it.", message.message_id, exc_info=True)
+            message.fail()
+            message.stuff_exception(exc)
+            self.post_process_message(message)
 
     def handle_message(self, message: MessageProxy) -> None:
         """Park a message that has an eta; queue any other for the worker threads."""
@@ -271,8 +298,8 @@ class ConsumerThread(_PausableThread):
             if eta is None:
                 del options["eta"]
             else:
-                if isinstance(eta, bool) or not isinstance(eta, (int, float)):
-                    self.logger.warning("Message %r has a non-numeric eta %r; running it now.", message.message_id, eta)
+                if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
+                    self.logger.warning("Message %r has an invalid eta %r; running it now.", message.message_id, eta)
                     eta = current_millis()
                 self.broker.emit_before("delay_message", message)
                 self.delay_queue.put((int(eta), next(_sequence), message))
@@ -289,7 +316,7 @@ class ConsumerThread(_PausableThread):
             message.stuff_exception(exc)
             self.post_process_message(message)
             return
-        self.work_queue.put((actor.priority, next(_sequence), message, actor))
+        self.work_queue.put((actor.priority, next(_sequence), message, actor, self))
 
     def handle_delayed_messages(self, now_ms: int | None = None) -> None:
         """Move every parked message whose eta is at or before ``now_ms`` back to its queue."""
@@ -389,14 +416,12 @@ class WorkerThread(_PausableThread):
         self,
         *,
         broker: Broker,
-        consumers: dict[str, ConsumerThread],
         work_queue: PriorityQueue[_WorkItem],
         worker_timeout: int,
     ) -> None:
         super().__init__(name="WorkerThread")
         self.logger = get_logger(__name__, "WorkerThread")
         self.broker = broker
-        self.consumers = consumers
         self.work_queue = work_queue
         self.timeout_s = worker_timeout / 1000
 
@@ -407,18 +432,27 @@ class WorkerThread(_PausableThread):
                 self.paused_event.set()
                 self._stop_event.wait(self.timeout_s)
                 continue
+            self.paused_event.clear()
             try:
-                _, _, message, actor = self.work_queue.get(timeout=self.timeout_s)
+                _, _, message, actor, consumer = self.work_queue.get(timeout=self.timeout_s)
             except Empty:
                 continue
             try:
-                self.process_message(message, actor)
+                self.process_message(message, actor, consumer)
+            except BaseException:
+                self.logger.error("Unexpected error after processing message %r.", message.message_id, exc_info=True)
             finally:
                 self.work_queue.task_done()
         self.broker.emit_before("worker_thread_shutdown", self)
 
-    def process_message(self, message: MessageProxy, actor: Actor[Any, Any] | None = None) -> None:
-        """Run one message through the middleware and its actor, then acknowledge or dead-letter it."""
+    def process_message(
+        self, message: MessageProxy, actor: Actor[Any, Any] | None = None, consumer: ConsumerThread | None = None
+    ) -> None:
+        """Run one message through the middleware and its actor, then acknowledge or dead-letter it.
+
+        ``consumer`` is the consumer thread that delivered the message; the message is settled
+        through it, whatever queue name its payload claims.
+        """
         broker = self.broker
         try:
             if actor is None:
@@ -427,12 +461,6 @@ class WorkerThread(_PausableThread):
             result = None
             if not message.failed:
                 result = actor(*message.args, **message.kwargs)
-                if result is not None and not broker.has_results_middleware and "pipe_target" not in message.options:
-                    self.logger.warning(
-                        "Actor %r returned a value that was discarded; add the Results middleware to keep it.",
-                        actor.actor_name,
-                    )
-            broker.emit_after("process_message", message, result=result)
         except SkipMessage as exc:
             if message.failed:
                 message.stuff_exception(exc)
@@ -442,16 +470,23 @@ class WorkerThread(_PausableThread):
             message.stuff_exception(exc)
             self._log_failure(message, actor, exc)
             broker.emit_after("process_message", message, exception=exc)
+        else:
+            # Outside the actor's try: a time-limit or shutdown interrupt that lands after the actor
+            # returned must not turn a success into a failure (and a retry).
+            try:
+                if result is not None and not broker.has_results_middleware and "pipe_target" not in message.options:
+                    self.logger.warning(
+                        "Actor %r returned a value that was discarded; add the Results middleware to keep it.",
+                        message.actor_name,
+                    )
+                broker.emit_after("process_message", message, result=result)
+            except Interrupt:
+                self.logger.warning("Ignored an interrupt that arrived after message %r finished.", message.message_id)
         finally:
-            consumer = self.consumers.get(message.queue_name)
-            if consumer is None:
-                self.logger.error(
-                    "Message %r names queue %r, which this worker does not consume; it will be redelivered.",
-                    message.message_id,
-                    message.queue_name,
-                )
-            else:
+            if consumer is not None:
                 consumer.post_process_message(message)
+            else:
+                self.logger.error("Message %r has no consumer to settle it through.", message.message_id)
             message.clear_exception()
 
     def _log_failure(self, message: MessageProxy, actor: Actor[Any, Any] | None, exc: BaseException) -> None:
@@ -461,7 +496,7 @@ class WorkerThread(_PausableThread):
         if isinstance(exc, Retry):
             return
         throws = message.options.get("throws") or (actor.options.get("throws") if actor is not None else None)
-        if throws and isinstance(exc, throws):
+        if is_expected(exc, throws):
             self.logger.info("Failed to process message %s with expected exception %s.", message, type(exc).__name__)
         else:
             self.logger.error("Failed to process message %s with unhandled exception.", message, exc_info=exc)

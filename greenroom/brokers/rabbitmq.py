@@ -296,11 +296,9 @@ class RabbitmqBroker(Broker):
                     self.queues_pending.add(queue_name)
                     self.queues.add(queue_name)
                     self.emit_after("declare_queue", queue_name)
-                    self._notify_queue_declared(queue_name, False)
                     delayed_name = dq_name(queue_name)
                     self.delay_queues.add(delayed_name)
                     self.emit_after("declare_delay_queue", delayed_name)
-                    self._notify_queue_declared(delayed_name, True)
         if ensure and queue_name in self.queues_pending:
             self._declare_on_server(queue_name)
 

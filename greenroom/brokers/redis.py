@@ -38,10 +38,11 @@ import dataclasses
 import hashlib
 import importlib.resources
 import os
+import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -64,8 +65,9 @@ MAX_FETCH = 1000
 ENQUEUE_CHUNK = 500
 #: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
 IDLE_POLL_S = 0.1
-#: Connection defaults applied when the broker builds the client itself (the caller's win).
-_CONNECTION_DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "socket_keepalive": True}
+_TCP_OPTIONS = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 10000))
+#: The kernel detects dead peers (~10 s, where supported): sockets have no timeout by default.
+_KEEPALIVE = {getattr(socket, name): value for name, value in _TCP_OPTIONS if hasattr(socket, name)}
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
 
@@ -123,7 +125,9 @@ class RedisBroker(Broker):
     ) -> None:
         super().__init__(middleware=middleware)
         if client is None:
-            params = {**_CONNECTION_DEFAULTS, **redis_params}
+            # No socket timeout (redis-py's default is 5 s): with one, CPython polls before every send and recv.
+            params = {"socket_timeout": None, "socket_keepalive": True, **redis_params}
+            params.setdefault("socket_keepalive_options", _KEEPALIVE)
             pool = redis.ConnectionPool.from_url(url, **params) if url else redis.ConnectionPool(**params)
             client = redis.Redis(connection_pool=pool)
         self.client = client
@@ -139,13 +143,14 @@ class RedisBroker(Broker):
         self._heartbeats_key = self._prefix + "__heartbeats__"
         self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
         self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
-        # One connection per thread, outside the pool (saves a checkout per call), tagged with its PID
-        # so that a forked child never shares its parent's sockets (as redis-py's _checkpid).
-        self._local = threading.local()
+        # One connection per thread (thread ident → connection), outside the pool: saves a checkout per
+        # call. A forked child forgets them all: it must never share its parent's sockets (cf. _checkpid).
+        self._conns: dict[int, Any] = {}
+        os.register_at_fork(after_in_child=self._conns.clear)
         self._scripts: dict[str, tuple[str, bytes]] = {}
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
-        self._consumed: dict[str, int] = {}
+        self._consumed: Counter[str] = Counter()
         #: (queue, id) of fetched messages to hand back when Redis can be reached; appended from
         #: any thread, including finalizers, hence a lock-free deque. Drained by the heartbeat thread.
         self._orphans: deque[tuple[str, bytes]] = deque()
@@ -155,16 +160,23 @@ class RedisBroker(Broker):
         self._closing = False
 
     def _connection(self) -> Any:
-        local, pid = self._local, os.getpid()
-        if getattr(local, "pid", None) != pid:
+        conn = self._conns.get(threading.get_ident())
+        if conn is None:
+            self._close_connections(current=False)
             pool = self.client.connection_pool
-            local.conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
-            local.pid = pid
-        return local.conn
+            conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
+            self._conns[threading.get_ident()] = conn
+        return conn
 
-    def _round_trip(
-        self, packed: list[bytes], *, retry: bool = True, script: str = "", sent: bool = False
-    ) -> list[Any]:
+    def _close_connections(self, *, current: bool) -> None:
+        """Close the connections of threads that ended (and this thread's with ``current``)."""
+        alive = {thread.ident for thread in threading.enumerate()} - ({threading.get_ident()} if current else set())
+        for ident in [ident for ident in list(self._conns) if ident not in alive]:
+            conn = self._conns.pop(ident, None)
+            if conn is not None:
+                conn.disconnect()
+
+    def _round_trip(self, packed: list[bytes], *, retry: bool = True, script: str = "", sent: bool = False) -> Any:
         """Write commands at once (unless ``sent``), read a reply each. Retries connection errors for
         ``retry_timeout`` (every command sent is idempotent); loads ``script`` on NOSCRIPT and resends."""
         deadline_s = time.monotonic() + self.retry_timeout_s
@@ -211,15 +223,8 @@ class RedisBroker(Broker):
     def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
         """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons)."""
         p, xq = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ"
-        return (
-            p + queue_name,
-            f"{p}{queue_name}.msgs",
-            f"{p}__acks__.{self.broker_id}.{queue_name}",
-            f"{p}__notify__.{queue_name}",
-            xq,
-            xq + ".msgs",
-            xq + ".reasons",
-        )
+        acks, wake = f"{p}__acks__.{self.broker_id}.{queue_name}", f"{p}__notify__.{queue_name}"
+        return (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons")
 
     def declare_queue(self, queue_name: str) -> None:
         """Declare a queue and its delay queue (no Redis I/O)."""
@@ -310,23 +315,20 @@ class RedisBroker(Broker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer of ``queue_name`` holding at most ``prefetch`` unsettled messages."""
         with self._lock:
-            self._consumed[queue_name] = self._consumed.get(queue_name, 0) + 1
-            # The thread clears _heartbeat_thread under the lock when it decides to exit, so a
-            # consumer opened while it is exiting always gets a fresh thread.
+            self._consumed[queue_name] += 1
+            # An exiting heartbeat thread clears _heartbeat_thread under the lock: no beat is ever missed.
             if self._heartbeat_thread is None:
                 self._heartbeat_thread = threading.Thread(
-                    target=self._heartbeat_loop, name=f"RedisHeartbeat({self.broker_id[:8]})", daemon=True
+                    target=self._heartbeat_loop, name="RedisHeartbeat", daemon=True
                 )
                 self._heartbeat_thread.start()
         return _RedisConsumer(self, queue_name, prefetch, timeout)
 
     def _consumer_closed(self, queue_name: str) -> None:
         with self._lock:
-            count = self._consumed.get(queue_name, 0) - 1
-            if count > 0:
-                self._consumed[queue_name] = count
-            else:
-                self._consumed.pop(queue_name, None)
+            self._consumed[queue_name] -= 1
+            if self._consumed[queue_name] <= 0:
+                del self._consumed[queue_name]
         self._heartbeat_wake.set()
 
     def flush(self, queue_name: str) -> None:
@@ -368,8 +370,7 @@ class RedisBroker(Broker):
             thread.join(10)
         with self._lock:
             self._closing = False
-        if getattr(self._local, "conn", None) is not None:  # other threads' close when those threads end
-            self._local.conn.disconnect()
+        self._close_connections(current=True)  # live threads may be using theirs; closed once they end
 
     def _heartbeat_loop(self) -> None:
         logger = get_logger(__name__, "RedisHeartbeat")

@@ -228,11 +228,9 @@ class SQLiteBroker(Broker):
             self.emit_before("declare_queue", queue_name)
             self.queues.add(queue_name)
             self.emit_after("declare_queue", queue_name)
-            self._notify_queue_declared(queue_name, False)
             delayed_name = dq_name(queue_name)
             self.delay_queues.add(delayed_name)
             self.emit_after("declare_delay_queue", delayed_name)
-            self._notify_queue_declared(delayed_name, True)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Write a message to its queue (or, with ``delay`` ms, to its delay queue); returns once it is durable.

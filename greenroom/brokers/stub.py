@@ -53,12 +53,10 @@ class StubBroker(Broker):
             self.emit_before("declare_queue", queue_name)
             self.queues[queue_name] = Queue()
             self.emit_after("declare_queue", queue_name)
-            self._notify_queue_declared(queue_name, False)
             delayed_name = dq_name(queue_name)
             self.queues[delayed_name] = Queue()
             self.delay_queues.add(delayed_name)
             self.emit_after("declare_delay_queue", delayed_name)
-            self._notify_queue_declared(delayed_name, True)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         queue_name = message.queue_name
@@ -147,7 +145,12 @@ class _StubConsumer(Consumer):
             self.prefetch.release()
             return None
         try:
-            return _StubMessageProxy(decode_message(payload))
+            message = decode_message(payload)
+            if message.queue_name != self.queue_name:
+                raise DecodeError(
+                    f"message names queue {message.queue_name!r} but was found on {self.queue_name!r}", payload, None
+                )
+            return _StubMessageProxy(message)
         except DecodeError as exc:
             self._dead_letter_payload(payload, exc)
             self.prefetch.release()

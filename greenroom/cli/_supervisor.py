@@ -32,7 +32,7 @@ from ._fork_process import ForkSpec, run_fork
 from ._log_pipes import LogForwarder
 from ._worker_process import WorkerSpec, run_worker
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "restart_pause_s"]
 
 #: First pause (s) before replacing a worker process that died; it doubles with each death in a row.
 RESTART_PAUSE_S = 1.0
@@ -340,8 +340,8 @@ class Supervisor:
             child.done = True
             return
         lived_s = time.monotonic() - child.started_at_s
-        child.deaths_in_a_row = 0 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
-        pause_s = min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** max(0, child.deaths_in_a_row - 1))
+        child.deaths_in_a_row = 1 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
+        pause_s = restart_pause_s(child.deaths_in_a_row)
         child.restart_at_s = time.monotonic() + pause_s
         logger.error(
             "Worker process %d %s %s; starting a new one in %.1f s.",
@@ -392,6 +392,11 @@ class Supervisor:
             return int(ExitCode.KILLED)
         codes = [c.exitcode for c in self.workers if c.exitcode]
         return int(ExitCode.KILLED) if codes else int(ExitCode.OK)
+
+
+def restart_pause_s(deaths_in_a_row: int) -> float:
+    """How long to wait before replacing a worker process that died ``deaths_in_a_row`` times in a row."""
+    return float(min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** max(0, deaths_in_a_row - 1)))
 
 
 def _send(children: list[_Child], signum: signal.Signals) -> None:

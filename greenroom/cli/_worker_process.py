@@ -18,6 +18,7 @@ from .._globals import get_broker
 from ..broker import Broker
 from ..common import q_name
 from ..errors import BrokerConnectionError, QueueJoinTimeout
+from ..threading import is_gevent_active
 from ..worker import Worker
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
@@ -106,8 +107,13 @@ def import_broker(value: str) -> Broker:
 
 def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
     """Entry point of a worker process; exits with an :class:`ExitCode`."""
-    if spec.gevent:
-        _ensure_gevent()
+    if spec.gevent and not is_gevent_active():
+        # A spawned child imported greenroom (to find this function) before it could patch.
+        from ._gevent import patch_and_reimport
+
+        fresh = patch_and_reimport(__name__)
+        fresh.run_worker(spec, pipes)
+        return
     bootstrap_child(pipes, spec.verbose, spec.skip_logging)
     logger = logging.getLogger(f"greenroom.WorkerProcess({spec.index})")
     state = _StopState()
@@ -115,14 +121,6 @@ def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
     unblock_signals()
     watch_parent(pipes.control, lambda: setattr(state, "stop_requested", True), logger)
     sys.exit(int(_boot_and_run(spec, pipes, state, logger)))
-
-
-def _ensure_gevent() -> None:
-    # Forked children inherit the patched modules; a spawned child has to patch for itself.
-    from gevent import monkey
-
-    if not monkey.saved:
-        monkey.patch_all()
 
 
 def _install_signal_handlers(state: _StopState) -> None:

@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..common import compute_backoff
+from ..common import compute_backoff, is_expected
 from ..errors import Retry
 from ..logging import get_logger
 from .middleware import Middleware
@@ -70,7 +70,7 @@ class Retries(Middleware):
         actor_options: dict[str, Any] = actor.options if actor is not None else {}
 
         throws = options.get("throws") or actor_options.get("throws")
-        if throws and isinstance(exception, throws):
+        if is_expected(exception, throws):
             self.logger.info("Aborting message %r: %s is in 'throws'.", message.message_id, type(exception).__name__)
             message.fail()
             return
@@ -103,7 +103,16 @@ class Retries(Middleware):
             _, delay = compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)
 
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
-        broker.enqueue(message._message.copy(), delay=delay)
+        try:
+            broker.enqueue(message._message.copy(), delay=delay)
+        except Exception:
+            # The retry could not be stored: keep the message as a dead letter rather than ack it.
+            self.logger.error(
+                "Could not enqueue the retry of message %r; dead-lettering it instead.",
+                message.message_id,
+                exc_info=True,
+            )
+            message.fail()
 
     @staticmethod
     def _resolve(name: str, options: dict[str, Any], actor_options: dict[str, Any], default: Any) -> Any:

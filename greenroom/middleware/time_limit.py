@@ -40,9 +40,11 @@ class TimeLimit(Middleware):
         self.time_limit = time_limit
         self.interval = interval
         self.gevent = is_gevent_active()
-        #: Thread ident → (monotonic deadline in s, message id); written by worker threads, read
-        #: by the watchdog; each dict operation is atomic, the watchdog iterates over a copy.
+        #: Thread ident → (monotonic deadline in s, message id). Worker threads add and remove
+        #: their own entry; the watchdog removes expired ones. Removal and the raise happen under
+        #: _lock, so a thread that has cleared its entry is never interrupted for that message.
         self._deadlines: dict[int, tuple[float, str]] = {}
+        self._lock = threading.Lock()
         #: Thread ident → gevent.Timeout, used instead of the watchdog under gevent.
         self._timers: dict[int, Any] = {}
         #: Actor name → its limit, resolved once when the actor is declared.
@@ -87,7 +89,8 @@ class TimeLimit(Middleware):
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         thread_id = threading.get_ident()
-        self._deadlines.pop(thread_id, None)
+        with self._lock:
+            self._deadlines.pop(thread_id, None)
         timer = self._timers.pop(thread_id, None)
         if timer is not None:
             timer.close()
@@ -101,13 +104,16 @@ class TimeLimit(Middleware):
           How long to sleep, in seconds, before the next check.
         """
         next_check_s = self.interval / 1000
-        for thread_id, (deadline_s, message_id) in list(self._deadlines.items()):
+        for thread_id, entry in list(self._deadlines.items()):
+            deadline_s, message_id = entry
             if deadline_s <= now_s:
-                if self._deadlines.pop(thread_id, None) is None:
-                    continue  # the message finished in the meantime
-                self.logger.warning("Time limit exceeded. Raising exception in worker thread %r.", thread_id)
+                with self._lock:
+                    if self._deadlines.get(thread_id) != entry:
+                        continue  # that message finished (and maybe another one started) meanwhile
+                    del self._deadlines[thread_id]
+                    raise_thread_exception(thread_id, TimeLimitExceeded)
+                self.logger.warning("Time limit exceeded. Raised TimeLimitExceeded in worker thread %r.", thread_id)
                 self.logger.debug("Interrupted message %s.", message_id)
-                raise_thread_exception(thread_id, TimeLimitExceeded)
             else:
                 next_check_s = min(next_check_s, deadline_s - now_s)
         return max(next_check_s, 0.005)

@@ -219,7 +219,7 @@ class BrokerContract:
         wait_for(lambda: worker.work_queue.qsize() >= 5, TIMEOUT_S)
         stopper = threading.Thread(target=worker.stop, kwargs={"timeout": int(TIMEOUT_S * 1000)})
         stopper.start()
-        wait_for(lambda: not worker.consumers["default"].is_alive(), TIMEOUT_S)
+        wait_for(lambda: not worker.workers[0].running, TIMEOUT_S)
         release.set()
         stopper.join(TIMEOUT_S)
         assert not stopper.is_alive()
@@ -229,6 +229,60 @@ class BrokerContract:
         wait_for(lambda: len(seen) == 10, TIMEOUT_S)
         broker.join("default", timeout=int(TIMEOUT_S * 1000))
         assert set(seen.values()) == {1}
+
+    def test_stop_hands_delayed_messages_back(self, broker: Broker, worker_factory: Any) -> None:
+        seen: Counter[str] = Counter()
+
+        @actor(broker=broker)
+        def later(name: str) -> None:
+            seen[name] += 1
+
+        later.send_with_options(args=("delayed",), delay=2000)
+        worker = worker_factory()
+        later.send("now")
+        wait_for(lambda: seen["now"] == 1, TIMEOUT_S)
+        worker.stop()
+        assert seen["delayed"] == 0
+        worker_factory()
+        wait_for(lambda: seen["delayed"] == 1, TIMEOUT_S)
+        broker.join("default", timeout=int(TIMEOUT_S * 1000))
+        assert seen == {"now": 1, "delayed": 1}
+
+    def test_payload_naming_another_queue_does_not_stall_the_queue(self, broker: Broker, worker_factory: Any) -> None:
+        seen: list[int] = []
+
+        @actor(broker=broker)
+        def record(n: int) -> None:
+            seen.append(n)
+
+        for n in range(3):
+            record.send(n)
+        self.put_raw(
+            broker,
+            "default",
+            b'{"queue_name": "elsewhere", "actor_name": "record", "args": [99], "kwargs": {}, "options": {}}',
+        )
+        for n in range(3, 6):
+            record.send(n)
+        worker_factory(worker_threads=1, queue_prefetch=1)
+        wait_for(lambda: set(range(6)) <= set(seen), TIMEOUT_S)
+        wait_for(lambda: 99 in seen or self.dead_letter_count(broker, "default") == 1, TIMEOUT_S)
+
+    def test_non_finite_eta_runs_now(self, broker: Broker, worker_factory: Any) -> None:
+        seen: list[int] = []
+
+        @actor(broker=broker)
+        def record(n: int) -> None:
+            seen.append(n)
+
+        self.put_raw(
+            broker,
+            "default",
+            b'{"queue_name": "default", "actor_name": "record", "args": [1], "kwargs": {}, "options": {"eta": NaN}}',
+        )
+        record.send(2)
+        worker_factory()
+        wait_for(lambda: sorted(seen) == [1, 2], TIMEOUT_S)
 
     def test_priorities_order_prefetched_messages(self, broker: Broker, worker_factory: Any) -> None:
         order: list[str] = []

@@ -249,3 +249,12 @@ def test_broker_import_errors(app_dir: Path) -> None:
         import_broker("cliapp_plain:missing")
     with pytest.raises(ImportError, match="is not a broker"):
         import_broker("cliapp_plain:value")
+
+
+def test_restart_pause_grows_and_is_capped() -> None:
+    from greenroom.cli._supervisor import MAX_RESTART_PAUSE_S, restart_pause_s
+
+    pauses = [restart_pause_s(n) for n in range(1, 10)]
+    assert pauses[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert pauses == sorted(pauses)
+    assert pauses[-1] == MAX_RESTART_PAUSE_S
