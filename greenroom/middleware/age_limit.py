@@ -27,7 +27,7 @@ class AgeLimit(Middleware):
     def __init__(self, *, max_age: int | None = None) -> None:
         self.logger = get_logger(__name__, type(self))
         self.max_age = max_age
-        #: Actor name → its limit, resolved once when the actor is declared.
+        #: Actor name → its own limit, for actors that set one (read once, at declaration).
         self._by_actor: dict[str, int | None] = {}
 
     @property
@@ -35,7 +35,8 @@ class AgeLimit(Middleware):
         return {"max_age"}
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        self._by_actor[actor.actor_name] = actor.options.get("max_age", self.max_age)
+        if "max_age" in actor.options:
+            self._by_actor[actor.actor_name] = actor.options["max_age"]
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         max_age = message.options.get("max_age") or self._by_actor.get(message.actor_name, self.max_age)

@@ -47,7 +47,7 @@ class TimeLimit(Middleware):
         self._lock = threading.Lock()
         #: Thread ident → gevent.Timeout, used instead of the watchdog under gevent.
         self._timers: dict[int, Any] = {}
-        #: Actor name → its limit, resolved once when the actor is declared.
+        #: Actor name → its own limit, for actors that set one (read once, at declaration).
         self._by_actor: dict[str, float] = {}
         self._watchdog: threading.Thread | None = None
         self._watchdog_lock = threading.Lock()
@@ -70,7 +70,8 @@ class TimeLimit(Middleware):
                 self._watchdog.start()
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        self._by_actor[actor.actor_name] = actor.options.get("time_limit", self.time_limit)
+        if "time_limit" in actor.options:
+            self._by_actor[actor.actor_name] = actor.options["time_limit"]
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         limit_ms = message.options.get("time_limit") or self._by_actor.get(message.actor_name, self.time_limit)
