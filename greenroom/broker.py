@@ -232,6 +232,10 @@ class Broker(abc.ABC):
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Send a message, delayed by ``delay`` ms if given; returns the copy that was sent."""
 
+    def enqueue_many(self, messages: Iterable[Message[Any]], *, delay: int | None = None) -> list[Message[Any]]:
+        """Send many messages; returns the copies sent. Brokers that batch round trips override this."""
+        return [self.enqueue(message, delay=delay) for message in messages]
+
     @abc.abstractmethod
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
         """A consumer for a queue, holding at most ``prefetch`` unacknowledged messages."""

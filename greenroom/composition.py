@@ -122,10 +122,10 @@ class group:
         if self.completion_callbacks:
             self._run_with_callbacks(delay)
             return self
+        # Plain messages go in one batch (a few round trips on brokers that pipeline them).
+        self.broker.enqueue_many([child for child in self.children if isinstance(child, Message)], delay=delay)
         for child in self.children:
-            if isinstance(child, Message):
-                self.broker.enqueue(child, delay=delay)
-            else:
+            if not isinstance(child, Message):
                 child.run(delay=delay)
         return self
 

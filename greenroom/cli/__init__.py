@@ -123,13 +123,16 @@ def _start_watching(options: CliOptions) -> list[Callable[[], None]]:
     if not options.watch:
         return []
     logger.info("Watching %s for changes.", options.watch)
+    # The PID is taken now: under gevent, a forked worker inherits the watcher as a greenlet.
+    main_pid = os.getpid()
     return [
         start_watcher(
             options.watch,
-            polling=options.watch_use_polling,
+            # Under gevent an inotify read would block the whole main process; polling yields.
+            polling=options.watch_use_polling or is_gevent_active(),
             include=options.include_patterns,
             exclude=options.exclude_patterns,
-            on_change=lambda: os.kill(os.getpid(), signal.SIGHUP),  # through the supervisor's handler
+            on_change=lambda: os.kill(main_pid, signal.SIGHUP),  # through the supervisor's handler
         )
     ]
 

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import random
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -37,7 +36,7 @@ class ChildPipes:
 
     log: Connection
     control: Connection
-    close_conns: tuple[Connection | socket.socket, ...] = ()
+    close_conns: tuple[Connection, ...] = ()
 
 
 def bootstrap_child(pipes: ChildPipes, verbose: int, skip_logging: bool) -> None:

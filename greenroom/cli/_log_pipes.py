@@ -14,7 +14,8 @@ import os
 import selectors
 import sys
 import threading
-from typing import BinaryIO
+import time
+from typing import Any, BinaryIO, NoReturn
 
 __all__ = [
     "LOG_FORMAT",
@@ -102,6 +103,7 @@ class LogForwarder(threading.Thread):
         self._pending: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._owner_pid = os.getpid()
         # A self-pipe wakes the selector when a pipe is added or on stop.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -124,6 +126,8 @@ class LogForwarder(threading.Thread):
         while not self._stopping.is_set():
             self._register_pending()
             for key, _ in self._selector.select(timeout=1.0):
+                if os.getpid() != self._owner_pid:
+                    _idle_forever()
                 fd = int(key.fd)
                 if fd == self._wake_r:
                     _drain(fd)
@@ -165,7 +169,8 @@ class LogForwarder(threading.Thread):
         """Stop the thread, then forward whatever the pipes still hold and close them."""
         self._stopping.set()
         self._wake()
-        self.join(timeout_s)
+        if self.ident is not None:
+            self.join(timeout_s)
         self._register_pending()
         for fd in list(self._partial):
             while self._read(fd):
@@ -175,6 +180,14 @@ class LogForwarder(threading.Thread):
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _idle_forever() -> NoReturn:
+    # Under gevent a forked child inherits this thread as a running greenlet. Its copy must not
+    # read the pipes that belong to the main process, and must not end either: gevent's thread
+    # bookkeeping in the child has no entry for it and would print a KeyError.
+    while True:
+        time.sleep(3600)
 
 
 def _drain(fd: int) -> None:
@@ -216,6 +229,11 @@ class _LineWriter(io.TextIOBase):
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def buffer(self) -> _BinaryAdapter:
+        """For code that writes bytes to ``sys.stdout.buffer``."""
+        return _BinaryAdapter(self)
+
     def write(self, text: str) -> int:
         buffered: str = getattr(self._local, "text", "") + text
         lines, newline, rest = buffered.rpartition("\n")
@@ -243,6 +261,22 @@ class _LineWriter(io.TextIOBase):
                     self._broken = True
                     return
                 data = data[written:]
+
+
+class _BinaryAdapter(io.RawIOBase):
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._writer.write(bytes(data).decode("utf-8", "backslashreplace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._writer.flush()
 
 
 def redirect_child_output(log_fd: int) -> None:

@@ -106,10 +106,14 @@ class Supervisor:
         self.forks: list[_Child] = []
         #: Middleware fork functions reported by the first worker to boot.
         self.middleware_forks: list[str] | None = None
+        self._middleware_forks_started = False
+        self._forks_stopped = False
         #: Signals received, queued by the handler, handled by the loop (SimpleQueue.put is reentrant).
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.state = _State.BOOTING
         self.reload = False
+        #: Whether INT or TERM was received (a second one kills the worker processes).
+        self._told_to_stop = False
         self.fatal_code: int | None = None
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         for sock in (self._wakeup_r, self._wakeup_w):
@@ -119,32 +123,37 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers, supervise until the tree is stopped; returns the exit code."""
-        with _signals_blocked():
-            # Threads inherit the blocked mask, so signals reach the main thread only.
-            self.forwarder.start()
-            self._install_signal_handlers()
-            self.spawn_workers()
+        previous_handlers: dict[signal.Signals, Any] = {}
         try:
+            with _signals_blocked():
+                # Threads inherit the blocked mask, so signals reach the main thread only.
+                self.forwarder.start()
+                previous_handlers = self._install_signal_handlers()
+                self.spawn_workers()
             return self.supervise()
         finally:
             signal.set_wakeup_fd(-1)
-            self._wakeup_r.close()
-            self._wakeup_w.close()
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            self.close()
 
-    def _install_signal_handlers(self) -> None:
+    def close(self) -> None:
+        """Release the signal wake-up socket (``run`` does it when it returns)."""
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+
+    def _install_signal_handlers(self) -> dict[signal.Signals, Any]:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.signals.put(signum)
 
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, on_signal)
+        previous = {signum: signal.signal(signum, on_signal) for signum in HANDLED_SIGNALS}
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        return previous
 
     def spawn_workers(self) -> None:
         """Start every worker process; their boot reports are handled by the loop."""
-        deadline_s = time.monotonic() + self.options.worker_fork_timeout_ms / 1000
         for child in self.workers:
             self._spawn_worker(child)
-            child.boot_deadline_s = deadline_s
 
     def supervise(self) -> int:
         """The loop: wait for an event, act on it, until every process is gone."""
@@ -194,8 +203,13 @@ class Supervisor:
             inherited = (log_r, main_end, *self._control_ends())
         pipes = ChildPipes(log=log_w, control=child_end, close_conns=inherited)
         process = self.context.Process(target=target, args=(spec, pipes), name=name, daemon=daemon)
-        with _signals_blocked():
-            process.start()
+        try:
+            with _signals_blocked():
+                process.start()
+        except BaseException:
+            for conn in (log_r, log_w, main_end, child_end):
+                conn.close()
+            raise
         log_w.close()
         child_end.close()
         self.forwarder.add(_detach(log_r))
@@ -205,10 +219,9 @@ class Supervisor:
     def _control_ends(self) -> list[Connection]:
         return [c.control for c in (*self.workers, *self.forks) if c.control is not None]
 
-    def _start_forks(self) -> None:
-        functions = [*self.options.forks, *(self.middleware_forks or [])]
-        for index, function in enumerate(functions):
-            self._spawn_fork(index, function)
+    def _start_forks(self, functions: list[str]) -> None:
+        for function in functions:
+            self._spawn_fork(len(self.forks), function)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -244,10 +257,17 @@ class Supervisor:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self.state in (_State.STOPPING, _State.KILLING):
-            if signum != signal.SIGHUP:
-                logger.warning("Received %s again; killing the worker processes.", name)
-                self._kill_all()
+            if signum == signal.SIGHUP:
+                return
+            if self.reload and not self._told_to_stop:
+                # TERM during a reload: the graceful stop already under way becomes the final one.
+                logger.info("Received %s; stopping instead of reloading.", name)
+                self.reload, self._told_to_stop = False, True
+                return
+            logger.warning("Received %s again; killing the worker processes.", name)
+            self._kill_all()
             return
+        self._told_to_stop = signum != signal.SIGHUP
         if signum == signal.SIGHUP:
             logger.info("Received SIGHUP; reloading the worker processes.")
             self.reload = True
@@ -273,11 +293,19 @@ class Supervisor:
             self.middleware_forks = middleware_forks
         if self.state is _State.BOOTING and all(c.booted for c in self.workers):
             self._finish_boot()
+        elif self.state is _State.RUNNING:
+            self._start_middleware_forks()  # the boot wait had given up before any worker booted
+
+    def _start_middleware_forks(self) -> None:
+        if self.middleware_forks is not None and not self._middleware_forks_started:
+            self._middleware_forks_started = True
+            self._start_forks(self.middleware_forks)
 
     def _finish_boot(self) -> None:
         self.state = _State.RUNNING
         booted = sum(c.booted for c in self.workers)
-        self._start_forks()
+        self._start_forks(list(self.options.forks))
+        self._start_middleware_forks()
         logger.info(
             "Greenroom is ready: %d of %d worker processes with %d threads each.",
             booted,
@@ -316,7 +344,7 @@ class Supervisor:
             logger.info("Every worker process drained its queues.")
             self._begin_stop(signal.SIGTERM)
         if self.state is _State.STOPPING and not any(c.alive for c in self.workers):
-            self._signal_forks(signal.SIGTERM)
+            self._stop_forks()
 
     def _release(self, child: _Child) -> int:
         assert child.process is not None
@@ -358,7 +386,12 @@ class Supervisor:
         for child in self.workers:
             if child.restart_at_s is not None and child.restart_at_s <= now_s:
                 logger.info("Starting a new worker process %d.", child.index)
-                self._spawn_worker(child)
+                try:
+                    self._spawn_worker(child)
+                except OSError as exc:  # fork failed (no memory, process limit): try again later
+                    child.deaths_in_a_row += 1
+                    child.restart_at_s = now_s + restart_pause_s(child.deaths_in_a_row)
+                    logger.error("Could not start worker process %d: %s.", child.index, exc)
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -368,7 +401,7 @@ class Supervisor:
             child.restart_at_s = None
         self._signal_workers(signum)
         if not any(c.alive for c in self.workers):
-            self._signal_forks(signal.SIGTERM)
+            self._stop_forks()
 
     def _kill_all(self) -> None:
         self.state = _State.KILLING
@@ -380,6 +413,12 @@ class Supervisor:
 
     def _signal_forks(self, signum: signal.Signals) -> None:
         _send(self.forks, signum)
+
+    def _stop_forks(self) -> None:
+        # Once only: a second TERM makes a fork process exit at once, with status 1.
+        if not self._forks_stopped:
+            self._forks_stopped = True
+            self._signal_forks(signal.SIGTERM)
 
     def _finished(self) -> bool:
         stopping = self.state in (_State.STOPPING, _State.KILLING)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["check_watch_prerequisites", "start_watcher"]
+__all__ = ["check_watch_prerequisites", "matches", "start_watcher"]
 
 #: Events that do not change a file.
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+#: How often (s) the polling watcher looks at the files.
+POLL_INTERVAL_S = 1.0
 
 logger = logging.getLogger("greenroom.MainProcess")
 
@@ -26,6 +30,22 @@ def check_watch_prerequisites() -> str | None:
     return None
 
 
+def matches(path: str, directory: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Whether ``path`` (under ``directory``) matches an include pattern and no exclude pattern.
+
+    Patterns are shell patterns tried against the path relative to ``directory`` and against the
+    file name; ``*`` crosses directories, so ``**.py`` and ``*.py`` both mean "every Python file".
+    (Matching is done here because watchdog's own pattern semantics changed between versions.)
+    """
+    relative = os.path.relpath(path, directory)
+    candidates = (relative, os.path.basename(path))
+
+    def hit(patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
+
+    return hit(include) and not hit(exclude)
+
+
 def start_watcher(
     directory: str,
     *,
@@ -36,28 +56,78 @@ def start_watcher(
 ) -> Callable[[], None]:
     """Watch ``directory`` recursively and call ``on_change`` for every change to a matching file.
 
+    With ``polling`` the files are compared every second by a small thread of our own (it also
+    works under gevent, where watchdog's observers do not); otherwise watchdog's native observer
+    (inotify on Linux) reports changes.
+
     Returns:
       A function that stops the watcher.
     """
-    from watchdog.events import PatternMatchingEventHandler
+    if polling:
+        return _start_polling(directory, include, exclude, on_change)
+    from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
-    from watchdog.observers.polling import PollingObserver
 
-    class _Handler(PatternMatchingEventHandler):  # type: ignore[misc]
+    class _Handler(FileSystemEventHandler):  # type: ignore[misc]
         def on_any_event(self, event: Any) -> None:
-            if event.event_type in _IGNORED_EVENTS:
+            if event.event_type in _IGNORED_EVENTS or event.is_directory:
                 return
-            logger.info("Detected a change to %s; reloading.", event.src_path)
-            on_change()
+            paths = [os.fsdecode(p) for p in (event.src_path, getattr(event, "dest_path", "")) if p]
+            if any(matches(p, directory, include, exclude) for p in paths):
+                _changed(paths[0], on_change)
 
-    handler = _Handler(patterns=list(include), ignore_patterns=list(exclude) or None, ignore_directories=True)
-    observer = PollingObserver() if polling else Observer()
-    observer.schedule(handler, directory, recursive=True)
+    observer = Observer()
+    observer.schedule(_Handler(), directory, recursive=True)
     observer.daemon = True
     observer.start()
 
     def stop() -> None:
         observer.stop()
         observer.join(5.0)
+
+    return stop
+
+
+def _changed(path: str, on_change: Callable[[], None]) -> None:
+    logger.info("Detected a change to %s; reloading.", path)
+    on_change()
+
+
+def _snapshot(directory: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    files: dict[str, tuple[int, int]] = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            if matches(path, directory, include, exclude):
+                try:
+                    stat = os.stat(path)
+                except OSError:
+                    continue  # removed meanwhile
+                files[path] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def _start_polling(
+    directory: str, include: tuple[str, ...], exclude: tuple[str, ...], on_change: Callable[[], None]
+) -> Callable[[], None]:
+    stopping = threading.Event()
+    # Taken before returning, so that a change made right after start is seen.
+    before = _snapshot(directory, include, exclude)
+
+    def run() -> None:
+        nonlocal before
+        while not stopping.wait(POLL_INTERVAL_S):
+            after = _snapshot(directory, include, exclude)
+            changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+            before = after
+            if changed:
+                _changed(changed[0], on_change)
+
+    thread = threading.Thread(target=run, name="FileWatcher", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        thread.join(5.0)
 
     return stop

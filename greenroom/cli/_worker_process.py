@@ -30,8 +30,11 @@ __all__ = ["BootFailure", "WorkerSpec", "import_broker", "import_object", "run_w
 POLL_INTERVAL_S = 0.1
 #: How often (s) a burst worker checks whether its queues are drained.
 BURST_CHECK_INTERVAL_S = 0.5
-#: How long (ms) one emptiness probe may wait on the broker.
+#: How long (ms) the connection probe at boot waits on the broker.
 PROBE_TIMEOUT_MS = 50
+#: How long (ms) one burst emptiness check may wait on the broker: some brokers' ``join`` wants
+#: several consecutive empty looks before it returns (RabbitMQ's takes about one second).
+BURST_PROBE_TIMEOUT_MS = 3000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,17 +217,16 @@ def _check_connection(broker: Broker, spec: WorkerSpec) -> None:
     """Touch the broker once so that an unreachable one fails the boot instead of looping in consumers."""
     queues = sorted(q for q in broker.get_declared_queues() if not spec.queues or q_name(q) in spec.queues)
     if queues:
-        _queue_is_empty(broker, q_name(queues[0]))
+        _queue_is_empty(broker, q_name(queues[0]), PROBE_TIMEOUT_MS)
 
 
-def _queue_is_empty(broker: Broker, queue_name: str) -> bool:
+def _queue_is_empty(broker: Broker, queue_name: str, timeout_ms: int) -> bool:
     """Whether a queue and its delay queue hold no message (waiting, delayed or unacknowledged).
 
-    ``Broker.join`` is the one emptiness test every broker implements; a short timeout turns it
-    into a probe.
+    ``Broker.join`` is the one emptiness test every broker implements; a timeout turns it into a probe.
     """
     try:
-        broker.join(queue_name, timeout=PROBE_TIMEOUT_MS)
+        broker.join(queue_name, timeout=timeout_ms)
     except QueueJoinTimeout:
         return False
     return True
@@ -250,7 +252,8 @@ def _is_drained(broker: Broker, worker: Worker) -> bool:
     if not _worker_is_idle(worker):
         return False
     try:
-        if not all(_queue_is_empty(broker, queue) for queue in {q_name(name) for name in list(worker.consumers)}):
+        queues = {q_name(name) for name in list(worker.consumers)}
+        if not all(_queue_is_empty(broker, queue, BURST_PROBE_TIMEOUT_MS) for queue in queues):
             return False
     except Exception:  # a failing probe (broker down) just means "not drained yet"
         logging.getLogger(__name__).debug("Emptiness probe failed.", exc_info=True)

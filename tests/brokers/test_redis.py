@@ -161,6 +161,14 @@ def test_poison_entry_among_100_good_ones(
     broker.join("default", timeout=int(TIMEOUT_S * 1000))
     assert set(seen.values()) == {1}
 
+    # An id pushed without a payload is dead-lettered too, with its reason.
+    client.execute_command("RPUSH", f"{namespace}:default", "ghost-1")
+    record.send(100)
+    wait_for(lambda: 100 in seen and broker.dead_letter_count("default") == 2, TIMEOUT_S)
+    reason = client.hget(f"{namespace}:default.XQ.reasons", "ghost-1")
+    assert reason is not None
+    assert b"missing" in reason
+
 
 WORKER_SCRIPT = textwrap.dedent(
     """
@@ -413,8 +421,13 @@ def test_url_with_password_and_db_and_a_ready_client(tmp_path: Path, brokers: li
 
         for broker, source in ((by_url, "url"), (by_client, "client"), (by_params, "params")):
             broker.enqueue(record.message(source))
+        # Scripts are loaded again when Redis forgot them (NOSCRIPT), as after a restart.
+        admin = redis.Redis(port=server.port, password="s3cret")
+        admin.script_flush()
+        admin.close()
+        by_url.enqueue(record.message("after flush"))
         start_worker(workers, by_client)
-        wait_for(lambda: sorted(seen) == ["client", "params", "url"], TIMEOUT_S)
+        wait_for(lambda: sorted(seen) == ["after flush", "client", "params", "url"], TIMEOUT_S)
         check = redis.Redis(port=server.port, password="s3cret", db=2)
         wait_for(lambda: check.exists("default.msgs") == 0, TIMEOUT_S)
         check.close()

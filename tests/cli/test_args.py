@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -258,3 +259,51 @@ def test_restart_pause_grows_and_is_capped() -> None:
     assert pauses[:4] == [1.0, 2.0, 4.0, 8.0]
     assert pauses == sorted(pauses)
     assert pauses[-1] == MAX_RESTART_PAUSE_S
+
+
+@pytest.mark.parametrize(
+    ("path", "include", "exclude", "expected"),
+    [
+        ("/src/app.py", ("**.py",), (), True),
+        ("/src/pkg/sub/mod.py", ("**.py",), (), True),
+        ("/src/notes.txt", ("**.py",), (), False),
+        ("/src/templates/a.html", ("**.py", "*.html"), (), True),
+        ("/src/tests/test_a.py", ("**.py",), ("tests/*",), False),
+        ("/src/app.py", ("**.py",), ("app.py",), False),
+    ],
+)
+def test_watch_patterns(path: str, include: tuple[str, ...], exclude: tuple[str, ...], expected: bool) -> None:
+    from greenroom.cli._watch import matches
+
+    assert matches(path, "/src", include, exclude) is expected
+
+
+@pytest.mark.parametrize(
+    ("signals", "state", "reload"),
+    [
+        ([signal.SIGTERM], "stopping", False),
+        ([signal.SIGINT], "stopping", False),
+        ([signal.SIGTERM, signal.SIGTERM], "killing", False),
+        ([signal.SIGINT, signal.SIGTERM], "killing", False),
+        ([signal.SIGHUP], "stopping", True),
+        ([signal.SIGHUP, signal.SIGHUP], "stopping", True),
+        ([signal.SIGHUP, signal.SIGTERM], "stopping", False),
+        ([signal.SIGHUP, signal.SIGTERM, signal.SIGTERM], "killing", False),
+        ([signal.SIGTERM, signal.SIGHUP], "stopping", False),
+    ],
+)
+def test_supervisor_signal_transitions(signals: list[int], state: str, reload: bool) -> None:
+    from greenroom.cli._log_pipes import LogForwarder, LogOutput
+    from greenroom.cli._supervisor import Supervisor
+
+    forwarder = LogForwarder(LogOutput())
+    supervisor = Supervisor(parse("app", "-p", "1"), forwarder)
+    try:
+        for signum in signals:
+            supervisor.signals.put(signum)
+        supervisor._handle_signals()  # no process was started: only the decisions are exercised
+        assert supervisor.state.value == state
+        assert supervisor.reload is reload
+    finally:
+        supervisor.close()
+        forwarder.stop()

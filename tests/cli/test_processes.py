@@ -22,6 +22,7 @@ import pytest
 from greenroom.brokers.sqlite import SQLiteBroker
 from greenroom.message import Message
 from greenroom.testing import wait_for
+from tests.conftest import service_unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -433,17 +434,30 @@ def test_slow_worker_boot_is_waited_for_up_to_the_fork_timeout(
     assert tree.wait_exit(30) == 0
 
 
-def test_watch_reloads_when_a_source_file_changes(workdir: Path, trees: list[Tree], producer: SQLiteBroker) -> None:
-    tree = start(trees, workdir, "-p", "1", "-t", "1", "--watch", str(workdir), "--watch-use-polling")
+@pytest.mark.parametrize("polling", [True, False], ids=["polling", "native"])
+def test_watch_reloads_when_a_source_file_changes(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker, polling: bool
+) -> None:
+    flags = ["--watch", str(workdir)] + (["--watch-use-polling"] if polling else [])
+    tree = start(trees, workdir, "-p", "1", "-t", "1", *flags)
     tree.wait_ready()
     app = workdir / "app.py"
-    app.write_text(app.read_text().replace("VERSION = 1", "VERSION = 2"))
+    source = app.read_text().replace("VERSION = 1", "VERSION = 2")
+    edits = iter(range(1000))
+
+    def edited_and_noticed() -> bool:
+        # The watcher takes its first snapshot in a thread of its own: edit until a change is seen.
+        if "Detected a change to" in tree.log_text():
+            return True
+        app.write_text(source + f"# edit {next(edits)}\n")
+        return False
+
+    wait_for(edited_and_noticed, timeout_s=30, interval_s=0.5)
     tree.wait_ready(2)
-    assert "Detected a change to" in tree.log_text()
     send(producer, "report_version", 1)
     wait_for(lambda: ["version", "1", "2"] in results(workdir), timeout_s=30)
     tree.signal(signal.SIGTERM)
-    assert tree.wait_exit(30) == 0
+    assert tree.wait_exit(30) == 0, tree.output()
 
 
 # -- gevent ---------------------------------------------------------------------------------
@@ -461,6 +475,20 @@ def test_gevent_runs_hundreds_of_greenlets_per_process(
     elapsed_s = time.monotonic() - started_s
     assert len(events(workdir, "done")) == 2000
     print(f"gevent: 2000 tasks of 100 ms with -p 1 -t 500 in {elapsed_s:.1f} s")
+
+
+def test_gevent_tree_stops_gracefully_and_reloads(workdir: Path, trees: list[Tree], producer: SQLiteBroker) -> None:
+    tree = start(trees, workdir, "-p", "2", "-t", "50", gevent=True)
+    tree.wait_ready()
+    for n in range(40):
+        send(producer, "work", n, 1.0)
+    wait_for(lambda: len(events(workdir, "start")) == 40, timeout_s=30)
+    tree.signal(signal.SIGHUP)
+    tree.wait_ready(2)
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0, tree.output()
+    assert events(workdir, "done") == collections.Counter({str(n): 1 for n in range(40)})
+    assert "Traceback" not in tree.output()
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -544,3 +572,70 @@ def test_pid_file_held_by_a_running_process_exits_4(workdir: Path, trees: list[T
     tree.signal(signal.SIGTERM)
     assert tree.wait_exit(30) == 0
     assert not pid_file.exists()
+
+
+OTHER_BROKER_APP = """
+import os
+import time
+
+import greenroom
+
+if os.environ["GR_TEST_BROKER"] == "redis":
+    from greenroom.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url="redis://127.0.0.1:6379/0", namespace=os.environ["GR_TEST_NAME"])
+else:
+    from greenroom.brokers.rabbitmq import RabbitmqBroker
+
+    broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672/%2F")
+greenroom.set_broker(broker)
+
+
+@greenroom.actor(max_retries=0, queue_name=os.environ["GR_TEST_NAME"])
+def work(n):
+    fd = os.open(os.environ["GR_TEST_RESULTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, f"done {n} {os.getpid()}\\n".encode())
+    os.close(fd)
+"""
+
+
+def _cleanup_other_broker(kind: str, name: str) -> None:
+    if kind == "redis":
+        import redis
+
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(client.scan_iter(match=f"{name}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    else:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
+        channel = connection.channel()
+        for suffix in ("", ".DQ", ".XQ"):
+            channel.queue_delete(name + suffix)
+        connection.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_burst_with_other_brokers(tmp_path: Path, trees: list[Tree], kind: str) -> None:
+    name = f"grcli_{kind}_{os.getpid()}_{time.monotonic_ns()}"
+    (tmp_path / "app.py").write_text(OTHER_BROKER_APP)
+    env = {**app_env(tmp_path), "GR_TEST_BROKER": kind, "GR_TEST_NAME": name}
+    producer_code = "import app\nfor n in range(20): app.work.send(n)\n"
+    producer_code += "for n in range(20, 22): app.work.send_with_options(args=(n,), delay=1000)\napp.broker.close()\n"
+    try:
+        sent = subprocess.run(
+            [sys.executable, "-c", producer_code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        if sent.returncode != 0:
+            service_unavailable(kind, RuntimeError(sent.stderr.strip().splitlines()[-1]))
+        tree = start(trees, tmp_path, "-p", "2", "-t", "2", "--burst", env=env)
+        assert tree.wait_exit(60) == 0, tree.output()
+        assert events(tmp_path, "done") == collections.Counter({str(n): 1 for n in range(22)})
+    finally:
+        try:
+            _cleanup_other_broker(kind, name)
+        except Exception:
+            pass  # the service is down: there is nothing to clean

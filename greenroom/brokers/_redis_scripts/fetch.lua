@@ -2,19 +2,33 @@
 --
 -- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
 -- KEYS[5] heartbeats, KEYS[6] the worker's queue registry, KEYS[7] dead-letter zset,
--- KEYS[8] dead-letter payloads, KEYS[9] dead-letter reasons
--- ARGV[1] count, ARGV[2] worker id, ARGV[3] now (ms), ARGV[4] queue name
+-- KEYS[8] dead-letter payloads, KEYS[9] dead-letter reasons, KEYS[10] record of the last fetch
+-- ARGV[1] count, ARGV[2] worker id, ARGV[3] now (ms), ARGV[4] queue name, ARGV[5] request token
 --
 -- Returns a flat array: id1, payload1, id2, payload2, ... An id whose payload is missing is
 -- dead-lettered here (with its reason) and comes back with a nil payload so the client can log it.
+--
+-- The record (token, ids...) makes a fetch idempotent: when the connection breaks before the reply
+-- arrives, the client repeats the call with the same token and gets the same messages, which are
+-- otherwise stranded in its ack set while it lives.
 redis.call("zadd", KEYS[5], ARGV[3], ARGV[2])
-local ids = redis.call("lpop", KEYS[1], ARGV[1])
-if not ids then
-    return {}
+local ids
+if redis.call("lindex", KEYS[10], 0) == ARGV[5] then
+    ids = redis.call("lrange", KEYS[10], 1, -1)
+    if #ids == 0 then
+        return {}
+    end
+else
+    ids = redis.call("lpop", KEYS[1], ARGV[1])
+    redis.call("del", KEYS[10])
+    if not ids then
+        return {}
+    end
+    redis.call("rpush", KEYS[10], ARGV[5], unpack(ids))
+    -- The registry lets a recovery pass find every ack set of this worker without KEYS.
+    redis.call("sadd", KEYS[6], ARGV[4])
+    redis.call("sadd", KEYS[3], unpack(ids))
 end
--- The registry lets a recovery pass find every ack set of this worker without KEYS.
-redis.call("sadd", KEYS[6], ARGV[4])
-redis.call("sadd", KEYS[3], unpack(ids))
 local payloads = redis.call("hmget", KEYS[2], unpack(ids))
 local result = {}
 for i = 1, #ids do

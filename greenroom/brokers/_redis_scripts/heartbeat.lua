@@ -12,7 +12,7 @@
 --    without a registry (a Dramatiq worker) is recovered on the queues this worker consumes and
 --    left in the heartbeats for Dramatiq's maintenance to forget.
 -- 3. Purge dead letters older than the dead message ttl on the consumed queues.
--- Retiring (clean shutdown) drops the heartbeat and registry when no ack set is left.
+-- Retiring (clean shutdown) drops the heartbeat, registry and fetch records when no ack set is left.
 local prefix, wid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local queues = {}
 for i = 7, #ARGV do
@@ -28,6 +28,7 @@ if ARGV[6] == "1" then
     for _, queue in ipairs(registered) do
         if redis.call("scard", acks_key(wid, queue)) == 0 then
             redis.call("srem", KEYS[2], queue)
+            redis.call("del", prefix .. "__fetch__." .. wid .. "." .. queue)
         end
     end
     if redis.call("scard", KEYS[2]) == 0 then
@@ -46,6 +47,7 @@ redis.call("pexpire", KEYS[2], ARGV[5])
 
 local function recover(worker, queue)
     local acks = acks_key(worker, queue)
+    redis.call("del", prefix .. "__fetch__." .. worker .. "." .. queue)
     local ids = redis.call("smembers", acks)
     if #ids == 0 then
         return 0
