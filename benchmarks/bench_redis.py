@@ -152,7 +152,8 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
 
 def measure_enqueue(url: str, count: int, rounds: int = 5) -> tuple[float, float]:
     """``send`` rates of greenroom and Dramatiq, in alternating rounds so both see the same machine load."""
-    producers = {system: make_producer(system, url, f"bench-{system}-{uuid.uuid4().hex[:8]}") for system in SYSTEMS}
+    namespaces = {system: f"bench-{system}-{uuid.uuid4().hex[:8]}" for system in SYSTEMS}
+    producers = {system: make_producer(system, url, namespaces[system]) for system in SYSTEMS}
     elapsed = dict.fromkeys(SYSTEMS, 0.0)
     for _, noop in producers.values():
         noop.send()  # warm up: connection and script load
@@ -163,8 +164,8 @@ def measure_enqueue(url: str, count: int, rounds: int = 5) -> tuple[float, float
             for _ in range(per_round):
                 noop.send()
             elapsed[system] += time.perf_counter() - started
-    for broker, _ in producers.values():
-        broker.flush("bench")
+    for namespace in namespaces.values():
+        delete_namespace(url, namespace)
     ours, theirs = (per_round * rounds / elapsed[system] for system in SYSTEMS)
     return ours, theirs
 
@@ -220,12 +221,17 @@ def measure(system: str, url: str, count: int) -> dict[str, float]:
     results["p50"], results["p99"] = latency["p50"], latency["p99"]
     results["rss"] = max(results["rss_drain"], latency["rss_mb"])
 
+    delete_namespace(url, namespace)
+    return results
+
+
+def delete_namespace(url: str, namespace: str) -> None:
+    """Delete every key the benchmark wrote under ``namespace``."""
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
-    return results
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
+from ._metrics import prepare_metrics_directory
 from ._pidfile import PidFileError, remove_pidfile, write_pidfile
 from ._supervisor import Supervisor
 from ._watch import check_watch_prerequisites, start_watcher
@@ -78,6 +79,7 @@ def prepare_environment(options: CliOptions) -> LogOutput:
             raise _SetupError(ExitCode.IMPORT, problem)
     if options.pid_file:
         _write_pidfile(options.pid_file)
+    prepare_metrics_directory()
     try:
         output = LogOutput(options.log_file)
     except OSError as exc:

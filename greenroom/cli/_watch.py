@@ -68,7 +68,7 @@ def start_watcher(
     from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
 
-    class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+    class _Handler(FileSystemEventHandler):
         def on_any_event(self, event: Any) -> None:
             if event.event_type in _IGNORED_EVENTS or event.is_directory:
                 return

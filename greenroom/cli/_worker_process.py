@@ -23,6 +23,7 @@ from ..worker import Worker
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
 from ._exit_codes import ExitCode
+from ._metrics import install_metrics_middleware
 
 __all__ = ["BootFailure", "WorkerSpec", "import_broker", "import_object", "run_worker"]
 
@@ -165,6 +166,7 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
 def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
     try:
         broker = import_broker(spec.broker)
+        install_metrics_middleware(broker)
         broker.emit_after("process_boot")
         for module in spec.modules:
             importlib.import_module(module)

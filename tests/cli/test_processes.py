@@ -116,7 +116,7 @@ class Tree:
         self.log = workdir / f"tree-{Tree.count}.log"
         self.stderr_path = workdir / f"tree-{Tree.count}.stderr"
         if gevent:
-            command = [sys.executable, "-c", "import sys; from greenroom.cli._gevent import main; sys.exit(main())"]
+            command = [sys.executable, "-c", "import sys; from greenroom_gevent import main; sys.exit(main())"]
         else:
             command = [sys.executable, "-m", "greenroom"]
         with open(self.stderr_path, "wb") as stderr:
@@ -207,6 +207,7 @@ def app_env(workdir: Path) -> dict[str, str]:
         GR_TEST_RESULTS=str(workdir / "results.txt"),
         PYTHONDONTWRITEBYTECODE="1",  # a reloaded module must never come from a stale .pyc
         greenroom_worker_timeout="100",
+        greenroom_prom_enabled="0",  # tests/cli/test_metrics.py covers the metrics fork
     )
     return env
 

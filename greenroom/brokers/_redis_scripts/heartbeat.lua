@@ -72,7 +72,9 @@ local function recover(worker, queue)
 end
 
 local recovered = 0
-local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[4])), "LIMIT", 0, 1000)
+-- No LIMIT: stale entries of Dramatiq producers (which beat on every enqueue and never retire) may
+-- pile up at the low end and must not hide a worker that died later.
+local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[4])))
 for _, worker in ipairs(dead) do
     if worker ~= wid then
         local registry = prefix .. "__queues__." .. worker

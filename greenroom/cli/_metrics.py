@@ -1,0 +1,57 @@
+"""Prometheus wiring for the CLI: a multiprocess directory private to each run, and the middleware.
+
+Workers started by the ``greenroom`` command export metrics whenever ``prometheus_client`` is
+installed. The main process prepares the directory in which every worker process writes its
+samples (``greenroom_prom_db``, or ``<tmp>/greenroom-prometheus-<main pid>``), empties it so that
+numbers from an earlier run never leak in, and removes it when the run ends. Worker processes then
+add the :class:`~greenroom.middleware.prometheus.Prometheus` middleware to their broker unless the
+application installed one itself; its exposition server runs in a fork process. Setting
+``greenroom_prom_enabled=0`` turns all of this off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import tempfile
+
+from ..broker import Broker
+
+__all__ = ["install_metrics_middleware", "prepare_metrics_directory"]
+
+#: The variables prometheus_client reads to find its multiprocess directory.
+_MULTIPROC_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def prepare_metrics_directory() -> str | None:
+    """Create and empty this run's metrics directory and point the environment at it.
+
+    Returns:
+      The directory, or ``None`` when prometheus_client is not installed or metrics are turned off.
+    """
+    if importlib.util.find_spec("prometheus_client") is None:
+        return None
+    if os.environ.get("greenroom_prom_enabled", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    configured = os.environ.get("greenroom_prom_db") or os.environ.get("dramatiq_prom_db")
+    directory = configured or os.path.join(tempfile.gettempdir(), f"greenroom-prometheus-{os.getpid()}")
+    # A reload re-executes this process with the same pid: its counters start again from zero.
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+    for name in _MULTIPROC_VARIABLES:
+        os.environ[name] = directory
+    if not configured:
+        atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def install_metrics_middleware(broker: Broker) -> None:
+    """Add the Prometheus middleware to a worker's broker when this run collects metrics."""
+    if not any(os.environ.get(name) for name in _MULTIPROC_VARIABLES):
+        return
+    from ..middleware.prometheus import Prometheus
+
+    if not any(isinstance(m, Prometheus) for m in broker.middleware):
+        broker.add_middleware(Prometheus())

@@ -1,0 +1,26 @@
+"""The ``greenroom-gevent`` command: gevent's monkey patches first, then the ``greenroom`` command.
+
+This module sits outside the ``greenroom`` package on purpose: importing it imports nothing of
+greenroom, so the standard library is patched before any greenroom thread class is defined.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    """Patch with gevent, then run the ``greenroom`` command line; returns its exit code."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        sys.stderr.write("greenroom-gevent: gevent is not installed; pip install 'greenroom[gevent]'\n")
+        return 1
+    monkey.patch_all()
+    from greenroom.cli._gevent import main as gevent_main
+
+    return gevent_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
