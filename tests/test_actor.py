@@ -12,7 +12,7 @@ from greenroom.testing import wait_for
 
 @pytest.mark.parametrize("queue_name", ["", "1abc", "has space", "a/b", "q.DQ", "q.XQ"])
 def test_invalid_queue_names_are_rejected(stub_broker: StubBroker, queue_name: str) -> None:
-    with pytest.raises(ValueError, match="[Qq]ueue name"):
+    with pytest.raises(ValueError, match=r"[Qq]ueue name"):
         greenroom.actor(queue_name=queue_name)(lambda: None)
 
 

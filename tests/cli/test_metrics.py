@@ -77,7 +77,8 @@ class Run:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def enqueue(self, code: str) -> None:
-        subprocess.run([sys.executable, "-c", f"import app\n{code}"], cwd=self.workdir, env=self.env, check=True, timeout=60)
+        command = [sys.executable, "-c", f"import app\n{code}"]
+        subprocess.run(command, cwd=self.workdir, env=self.env, check=True, timeout=60)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
