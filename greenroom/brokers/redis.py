@@ -33,6 +33,7 @@ not handed back are returned by the heartbeat thread once Redis is back. Require
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import os
@@ -40,6 +41,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,6 +70,11 @@ _TCP_OPTIONS = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3), (
 _KEEPALIVE = {getattr(socket, name): value for name, value in _TCP_OPTIONS if hasattr(socket, name)}
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
+
+
+def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
+    if (broker := ref()) is not None:
+        broker._local = threading.local()
 
 
 def _new_id() -> str:
@@ -147,10 +154,10 @@ class RedisBroker(Broker):
         self._heartbeats_key = self._prefix + "__heartbeats__"
         self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
         self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
-        # One connection per thread (thread ident → connection), outside the pool: saves a checkout per
-        # call. A forked child forgets them all: it must never share its parent's sockets (cf. _checkpid).
-        self._conns: dict[int, Any] = {}
-        os.register_at_fork(after_in_child=self._conns.clear)
+        # One connection per thread (or greenlet), outside the pool: saves a checkout per call. A forked
+        # child forgets them all: it must never share its parent's sockets (cf. redis-py's _checkpid).
+        self._local = threading.local()
+        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
         self._scripts: dict[str, tuple[str, bytes]] = {}
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
@@ -165,21 +172,11 @@ class RedisBroker(Broker):
         self._closing = False
 
     def _connection(self) -> Any:
-        conn = self._conns.get(threading.get_ident())
+        conn = getattr(self._local, "conn", None)
         if conn is None:
-            self._close_connections(current=False)
             pool = self.client.connection_pool
-            conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
-            self._conns[threading.get_ident()] = conn
+            conn = self._local.conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
         return conn
-
-    def _close_connections(self, *, current: bool) -> None:
-        """Close the connections of threads that ended (and this thread's with ``current``)."""
-        alive = {thread.ident for thread in threading.enumerate()} - ({threading.get_ident()} if current else set())
-        for ident in [ident for ident in list(self._conns) if ident not in alive]:
-            conn = self._conns.pop(ident, None)
-            if conn is not None:
-                conn.disconnect()
 
     def _round_trip(self, packed: list[bytes], *, retry: bool = True, script: str = "", sent: bool = False) -> Any:
         """Write commands at once (unless ``sent``), read a reply each. Retries connection errors for
@@ -385,7 +382,8 @@ class RedisBroker(Broker):
             thread.join(10)
         with self._lock:
             self._closing = False
-        self._close_connections(current=True)  # live threads may be using theirs; closed once they end
+        if getattr(self._local, "conn", None) is not None:  # other threads' close as their threads end
+            self._local.conn.disconnect()
 
     def _heartbeat_loop(self) -> None:
         logger = get_logger(__name__, "RedisHeartbeat")
