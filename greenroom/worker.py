@@ -261,11 +261,12 @@ class ConsumerThread(_PausableThread):
         self.broker.emit_before("consumer_thread_shutdown", self)
 
     def _reset(self) -> None:
-        """Drop the broker consumer and wait before reconnecting."""
-        # Delayed messages held in memory were never acknowledged: the broker delivers them again
-        # to the next consumer, so keeping them here too would run them twice.
-        self._forget_delayed()
-        self._close_consumer()
+        """Hand back delayed messages, drop the broker consumer, and wait before reconnecting."""
+        # The delayed messages held here were never acknowledged, so the next consumer gets them
+        # again: keeping them too would run them twice. They are handed back when the broker can
+        # still be reached; otherwise the broker's own recovery returns them (closed channel,
+        # expired lease, dead-worker recovery).
+        self.close()
         self._stop_event.wait(self.restart_delay_ms / 1000)
 
     def _consume(self) -> None:
@@ -383,13 +384,10 @@ class ConsumerThread(_PausableThread):
             return  # the broker consumer was lost: the broker redelivers its messages
         try:
             self.consumer.requeue(messages)
-        except BrokerConnectionError:
-            self.logger.warning("Could not requeue %d messages; the broker will deliver them again.", len(messages))
-
-    def _forget_delayed(self) -> None:
-        # The broker redelivers these: they were never acknowledged.
-        for _ in iter_queue(self.delay_queue):
-            self.delay_queue.task_done()
+        except Exception as exc:  # noqa: BLE001 - not acknowledged, so never lost
+            self.logger.warning(
+                "Could not requeue %d messages (%s); the broker will deliver them again.", len(messages), exc
+            )
 
     def _close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None

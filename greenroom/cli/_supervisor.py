@@ -77,6 +77,79 @@ class _Child:
         return self.process is not None
 
 
+class _Launcher:
+    """Starts child processes, each with a log pipe (to the forwarder) and a control pipe."""
+
+    def __init__(self, options: CliOptions, forwarder: LogForwarder, others: Callable[[], list[_Child]]) -> None:
+        self.forwarder = forwarder
+        # Typed loosely: typeshed's BaseContext does not declare Process.
+        self.context: Any = multiprocessing.get_context("spawn" if options.use_spawn else None)
+        self._fork_start = self.context.get_start_method() == "fork"
+        #: Every child of the tree, so that a forked child can close the main process's pipe ends.
+        self._others = others
+
+    def spawn(self, child: _Child, target: Callable[..., None], spec: object, name: str, *, daemon: bool) -> None:
+        """Start ``target(spec, pipes)`` in a new process for ``child``."""
+        log_r, log_w = self.context.Pipe(duplex=False)
+        main_end, child_end = self.context.Pipe(duplex=True)
+        inherited: tuple[Any, ...] = ()
+        if self._fork_start:
+            # A forked child gets a copy of every descriptor of this process. It must close the
+            # main process's ends of the control pipes, or their children never see end-of-file.
+            inherited = (log_r, main_end, *[c.control for c in self._others() if c.control is not None])
+        pipes = ChildPipes(log=log_w, control=child_end, close_conns=inherited)
+        process = self.context.Process(target=target, args=(spec, pipes), name=name, daemon=daemon)
+        try:
+            with _signals_blocked():
+                process.start()
+        except BaseException:
+            for conn in (log_r, log_w, main_end, child_end):
+                conn.close()
+            raise
+        log_w.close()
+        child_end.close()
+        self.forwarder.add(_detach(log_r))
+        child.process, child.control, child.booted = process, main_end, False
+        child.started_at_s, child.restart_at_s, child.exitcode = time.monotonic(), None, None
+
+
+class _ForkProcesses:
+    """The fork processes: ``--fork-function`` ones and those the middleware of the first worker asks for."""
+
+    def __init__(self, launcher: _Launcher, verbose: int) -> None:
+        self.launcher = launcher
+        self.verbose = verbose
+        self.children: list[_Child] = []
+        #: Middleware fork functions reported by the first worker to boot.
+        self.middleware_functions: list[str] | None = None
+        self._middleware_started = False
+        self._stopped = False
+
+    def start(self, functions: list[str]) -> None:
+        """Start one fork process per function (``module:name``)."""
+        for function in functions:
+            child = _Child(len(self.children))
+            spec = ForkSpec(index=child.index, function=function, verbose=self.verbose)
+            self.launcher.spawn(child, run_fork, spec, f"ForkProcess({child.index})", daemon=True)
+            self.children.append(child)
+
+    def start_middleware_forks(self) -> None:
+        """Start the middleware's fork processes, once, when a worker has reported them."""
+        if self.middleware_functions is not None and not self._middleware_started:
+            self._middleware_started = True
+            self.start(self.middleware_functions)
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send a signal to every fork process."""
+        _send(self.children, signum)
+
+    def stop(self) -> None:
+        """Ask every fork process to stop, once: a second TERM makes a fork process exit with status 1."""
+        if not self._stopped:
+            self._stopped = True
+            self.signal(signal.SIGTERM)
+
+
 class Supervisor:
     """Runs the process tree for one invocation of the command.
 
@@ -99,15 +172,9 @@ class Supervisor:
         self.forwarder = forwarder
         self.gevent = gevent
         self.on_ready = on_ready
-        # Typed loosely: typeshed's BaseContext does not declare Process.
-        self.context: Any = multiprocessing.get_context("spawn" if options.use_spawn else None)
-        self._fork_start = self.context.get_start_method() == "fork"
         self.workers = [_Child(i) for i in range(options.processes)]
-        self.forks: list[_Child] = []
-        #: Middleware fork functions reported by the first worker to boot.
-        self.middleware_forks: list[str] | None = None
-        self._middleware_forks_started = False
-        self._forks_stopped = False
+        self.launcher = _Launcher(options, forwarder, lambda: [*self.workers, *self.forks.children])
+        self.forks = _ForkProcesses(self.launcher, options.verbose)
         #: Signals received, queued by the handler, handled by the loop (SimpleQueue.put is reentrant).
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.state = _State.BOOTING
@@ -183,51 +250,15 @@ class Supervisor:
             gevent=self.gevent,
             broker_url=broker_url_from_environment(),
         )
-        self._spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
+        self.launcher.spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
         child.awaiting_report = True
         child.boot_deadline_s = time.monotonic() + options.worker_fork_timeout_ms / 1000
-
-    def _spawn_fork(self, index: int, function: str) -> None:
-        child = _Child(index)
-        spec = ForkSpec(index=index, function=function, verbose=self.options.verbose)
-        self._spawn(child, run_fork, spec, f"ForkProcess({index})", daemon=True)
-        self.forks.append(child)
-
-    def _spawn(self, child: _Child, target: Callable[..., None], spec: object, name: str, *, daemon: bool) -> None:
-        log_r, log_w = self.context.Pipe(duplex=False)
-        main_end, child_end = self.context.Pipe(duplex=True)
-        inherited: tuple[Any, ...] = ()
-        if self._fork_start:
-            # A forked child gets a copy of every descriptor of this process. It must close the
-            # main process's ends of the control pipes, or their children never see end-of-file.
-            inherited = (log_r, main_end, *self._control_ends())
-        pipes = ChildPipes(log=log_w, control=child_end, close_conns=inherited)
-        process = self.context.Process(target=target, args=(spec, pipes), name=name, daemon=daemon)
-        try:
-            with _signals_blocked():
-                process.start()
-        except BaseException:
-            for conn in (log_r, log_w, main_end, child_end):
-                conn.close()
-            raise
-        log_w.close()
-        child_end.close()
-        self.forwarder.add(_detach(log_r))
-        child.process, child.control, child.booted = process, main_end, False
-        child.started_at_s, child.restart_at_s, child.exitcode = time.monotonic(), None, None
-
-    def _control_ends(self) -> list[Connection]:
-        return [c.control for c in (*self.workers, *self.forks) if c.control is not None]
-
-    def _start_forks(self, functions: list[str]) -> None:
-        for function in functions:
-            self._spawn_fork(len(self.forks), function)
 
     # -- events -------------------------------------------------------------------------------
 
     def _wait(self) -> None:
         waitables: list[Any] = [self._wakeup_r]
-        for child in (*self.workers, *self.forks):
+        for child in (*self.workers, *self.forks.children):
             if child.process is not None:
                 waitables.append(child.process.sentinel)
                 if child.awaiting_report and child.control is not None:
@@ -289,23 +320,18 @@ class Supervisor:
 
     def _on_booted(self, child: _Child, middleware_forks: list[str]) -> None:
         child.booted = True
-        if self.middleware_forks is None:
-            self.middleware_forks = middleware_forks
+        if self.forks.middleware_functions is None:
+            self.forks.middleware_functions = middleware_forks
         if self.state is _State.BOOTING and all(c.booted for c in self.workers):
             self._finish_boot()
         elif self.state is _State.RUNNING:
-            self._start_middleware_forks()  # the boot wait had given up before any worker booted
-
-    def _start_middleware_forks(self) -> None:
-        if self.middleware_forks is not None and not self._middleware_forks_started:
-            self._middleware_forks_started = True
-            self._start_forks(self.middleware_forks)
+            self.forks.start_middleware_forks()  # the boot wait had given up before any worker booted
 
     def _finish_boot(self) -> None:
         self.state = _State.RUNNING
         booted = sum(c.booted for c in self.workers)
-        self._start_forks(list(self.options.forks))
-        self._start_middleware_forks()
+        self.forks.start(list(self.options.forks))
+        self.forks.start_middleware_forks()
         logger.info(
             "Greenroom is ready: %d of %d worker processes with %d threads each.",
             booted,
@@ -335,7 +361,7 @@ class Supervisor:
         for child in self.workers:
             if child.process is not None and child.process.exitcode is not None:
                 self._on_worker_exit(child, self._release(child))
-        for child in self.forks:
+        for child in self.forks.children:
             if child.process is not None and child.process.exitcode is not None:
                 code = self._release(child)
                 if self.state in (_State.BOOTING, _State.RUNNING):
@@ -344,7 +370,7 @@ class Supervisor:
             logger.info("Every worker process drained its queues.")
             self._begin_stop(signal.SIGTERM)
         if self.state is _State.STOPPING and not any(c.alive for c in self.workers):
-            self._stop_forks()
+            self.forks.stop()
 
     def _release(self, child: _Child) -> int:
         assert child.process is not None
@@ -399,30 +425,18 @@ class Supervisor:
         self.state = _State.STOPPING
         for child in self.workers:
             child.restart_at_s = None
-        self._signal_workers(signum)
+        _send(self.workers, signum)
         if not any(c.alive for c in self.workers):
-            self._stop_forks()
+            self.forks.stop()
 
     def _kill_all(self) -> None:
         self.state = _State.KILLING
-        self._signal_workers(signal.SIGKILL)
-        self._signal_forks(signal.SIGKILL)
-
-    def _signal_workers(self, signum: signal.Signals) -> None:
-        _send(self.workers, signum)
-
-    def _signal_forks(self, signum: signal.Signals) -> None:
-        _send(self.forks, signum)
-
-    def _stop_forks(self) -> None:
-        # Once only: a second TERM makes a fork process exit at once, with status 1.
-        if not self._forks_stopped:
-            self._forks_stopped = True
-            self._signal_forks(signal.SIGTERM)
+        _send(self.workers, signal.SIGKILL)
+        self.forks.signal(signal.SIGKILL)
 
     def _finished(self) -> bool:
         stopping = self.state in (_State.STOPPING, _State.KILLING)
-        return stopping and not any(c.alive for c in (*self.workers, *self.forks))
+        return stopping and not any(c.alive for c in (*self.workers, *self.forks.children))
 
     def _exit_code(self) -> int:
         if self.fatal_code is not None:
