@@ -19,210 +19,93 @@ Every key the benchmark writes is deleted at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from typing import Any
 
 import redis
+from _common import (
+    LATENCY_COUNT,
+    QUEUE,
+    STANDARD_ROWS,
+    SYSTEMS,
+    best_rate,
+    child,
+    finish,
+    is_child,
+    make_producer,
+    measure_enqueue,
+    print_table,
+    send_paced,
+    spawn,
+)
 
-LATENCY_RATE = 100
-LATENCY_COUNT = 500
-SYSTEMS = ("greenroom", "dramatiq")
 
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. Not ``ru_maxrss``: Linux carries it over ``exec`` from the parent."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# -- the worker process -------------------------------------------------------------------------
-
-
-def child(system: str, url: str, namespace: str, mode: str, count: int) -> None:
-    """Run one worker process (8 threads) until ``count`` messages started, then report as JSON."""
-    done = threading.Event()
-    lock = threading.Lock()
-    state: dict[str, Any] = {"n": 0, "first": None, "last": None, "latencies": []}
-
-    def noop(sent_at: float = 0.0) -> None:
-        now = time.time()
-        with lock:
-            if state["first"] is None:
-                state["first"] = now
-            if mode == "latency":
-                state["latencies"].append((now - sent_at) * 1000)
-            state["n"] += 1
-            state["last"] = now
-            if state["n"] >= count:
-                done.set()
-
+def make_broker(system: str, url: str, namespace: str) -> Any:
+    """A Redis broker of ``system`` with its default middleware."""
     if system == "greenroom":
-        import greenroom
         from greenroom.brokers.redis import RedisBroker
 
-        broker: Any = RedisBroker(url=url, namespace=namespace)
-        broker.emit_after("process_boot")
-        greenroom.actor(broker=broker, actor_name="noop", queue_name="bench")(noop)
-        worker: Any = greenroom.Worker(broker, worker_threads=8)
-    else:
-        import dramatiq
-        from dramatiq.brokers.redis import RedisBroker as DramatiqRedisBroker
-
-        broker = DramatiqRedisBroker(url=url, namespace=namespace)
-        broker.emit_after("process_boot")
-        dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name="bench")
-        worker = dramatiq.Worker(broker, worker_threads=8)
-    worker.start()
-    print("ready", flush=True)
-    done.wait(600)
-    # Drain: the last message has started; let its ack land before reporting.
-    time.sleep(0.2)
-    report: dict[str, Any] = {"rss_mb": peak_rss_mb()}
-    if mode == "drain":
-        report["rate"] = count / max(1e-9, state["last"] - state["first"])
-    else:
-        latencies = sorted(state["latencies"])
-        report["p50"] = statistics.median(latencies)
-        report["p99"] = latencies[int(len(latencies) * 0.99) - 1]
-    print(json.dumps(report), flush=True)
-    worker.stop()
-    os._exit(0)  # skip interpreter teardown: the numbers are out
-
-
-# -- the driver -----------------------------------------------------------------------------------
-
-
-def make_producer(system: str, url: str, namespace: str) -> tuple[Any, Any]:
-    def noop(sent_at: float = 0.0) -> None:
-        pass
-
-    if system == "greenroom":
-        import greenroom
-        from greenroom.brokers.redis import RedisBroker
-
-        broker: Any = RedisBroker(url=url, namespace=namespace)
-        return broker, greenroom.actor(broker=broker, actor_name="noop", queue_name="bench")(noop)
-    import dramatiq
+        return RedisBroker(url=url, namespace=namespace)
     from dramatiq.brokers.redis import RedisBroker as DramatiqRedisBroker
 
-    broker = DramatiqRedisBroker(url=url, namespace=namespace)
-    return broker, dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name="bench")
-
-
-def spawn(system: str, url: str, namespace: str, mode: str, count: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, __file__, "--child", system, url, namespace, mode, str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        return dict(json.loads(line))
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
-def wait_ready(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if line != "ready":
-        raise RuntimeError(f"worker did not start: {line!r}")
-
-
-def measure_enqueue(url: str, count: int, rounds: int = 5) -> tuple[float, float]:
-    """``send`` rates of greenroom and Dramatiq, in alternating rounds so both see the same machine load."""
-    namespaces = {system: f"bench-{system}-{uuid.uuid4().hex[:8]}" for system in SYSTEMS}
-    producers = {system: make_producer(system, url, namespaces[system]) for system in SYSTEMS}
-    elapsed = dict.fromkeys(SYSTEMS, 0.0)
-    for _, noop in producers.values():
-        noop.send()  # warm up: connection and script load
-    per_round = count // rounds
-    for _ in range(rounds):
-        for system, (_, noop) in producers.items():
-            started = time.perf_counter()
-            for _ in range(per_round):
-                noop.send()
-            elapsed[system] += time.perf_counter() - started
-    for namespace in namespaces.values():
-        delete_namespace(url, namespace)
-    ours, theirs = (per_round * rounds / elapsed[system] for system in SYSTEMS)
-    return ours, theirs
+    return DramatiqRedisBroker(url=url, namespace=namespace)
 
 
 def measure(system: str, url: str, count: int) -> dict[str, float]:
     namespace = f"bench-{system}-{uuid.uuid4().hex[:8]}"
-    broker, noop = make_producer(system, url, namespace)
+    broker, noop = make_producer(make_broker, system, url, namespace)
     results: dict[str, float] = {}
+    try:
+        group_class: Any
+        if system == "greenroom":
+            from greenroom import group as group_class
 
-    def best_rate(send_all: Any) -> float:
-        """Messages/s of the best of three runs (the machine is shared)."""
-        best_s = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            send_all()
-            best_s = min(best_s, time.perf_counter() - started)
-            broker.flush("bench")
-        return count / best_s
+            results["batch"] = best_rate(
+                count, lambda: broker.enqueue_many(noop.message() for _ in range(count)), lambda: broker.flush(QUEUE)
+            )
+        else:
+            from dramatiq import group as group_class
 
-    group_class: Any
-    if system == "greenroom":
-        from greenroom import group as group_class
+            results["batch"] = float("nan")  # Dramatiq has no batch API
+        results["group"] = best_rate(
+            count,
+            lambda: group_class([noop.message() for _ in range(count)], broker=broker).run(),
+            lambda: broker.flush(QUEUE),
+        )
 
-        results["batch"] = best_rate(lambda: broker.enqueue_many(noop.message() for _ in range(count)))
-    else:
-        from dramatiq import group as group_class
+        # Drain exactly `count` messages: drop the extra ones sent above.
+        broker.flush(QUEUE)
+        for _ in range(count):
+            noop.send()
+        drained = finish(spawn(__file__, system, url, namespace, "drain", count))
+        results["drain"] = drained["rate"]
+        results["rss_drain"] = drained["rss_mb"]
 
-        results["batch"] = float("nan")  # Dramatiq has no batch API
-    results["group"] = best_rate(lambda: group_class([noop.message() for _ in range(count)], broker=broker).run())
-
-    # Drain exactly `count` messages: drop the extra ones sent above.
-    broker.flush("bench")
-    for _ in range(count):
-        noop.send()
-    proc = spawn(system, url, namespace, "drain", count)
-    wait_ready(proc)
-    drained = finish(proc)
-    results["drain"] = drained["rate"]
-    results["rss_drain"] = drained["rss_mb"]
-
-    proc = spawn(system, url, namespace, "latency", LATENCY_COUNT)
-    wait_ready(proc)
-    time.sleep(0.5)
-    interval = 1 / LATENCY_RATE
-    next_at = time.perf_counter()
-    for _ in range(LATENCY_COUNT):
-        next_at += interval
-        noop.send(time.time())
-        pause = next_at - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-    latency = finish(proc)
-    results["p50"], results["p99"] = latency["p50"], latency["p99"]
-    results["rss"] = max(results["rss_drain"], latency["rss_mb"])
-
-    delete_namespace(url, namespace)
+        proc = spawn(__file__, system, url, namespace, "latency", LATENCY_COUNT)
+        time.sleep(0.5)
+        send_paced(noop)
+        latency = finish(proc)
+        results["p50"], results["p99"] = latency["p50"], latency["p99"]
+        results["rss"] = max(results["rss_drain"], latency["rss_mb"])
+    finally:
+        delete_namespace(url, namespace)
     return results
+
+
+def measure_send(url: str, count: int) -> tuple[float, float]:
+    """``send`` rates of greenroom and Dramatiq, each on a namespace of its own."""
+    namespaces = {system: f"bench-{system}-{uuid.uuid4().hex[:8]}" for system in SYSTEMS}
+    try:
+        producers = {system: make_producer(make_broker, system, url, namespaces[system])[1] for system in SYSTEMS}
+        for noop in producers.values():
+            noop.send()  # warm up: connection and script load
+        rates = measure_enqueue(producers, count)
+    finally:
+        for namespace in namespaces.values():
+            delete_namespace(url, namespace)
+    return rates["greenroom"], rates["dramatiq"]
 
 
 def delete_namespace(url: str, namespace: str) -> None:
@@ -241,25 +124,12 @@ def main() -> None:
     args = parser.parse_args()
     ours = measure("greenroom", args.url, args.messages)
     theirs = measure("dramatiq", args.url, args.messages)
-    ours["enqueue"], theirs["enqueue"] = measure_enqueue(args.url, args.messages)
-    rows = [
-        ("enqueue (send, msg/s)", "enqueue", True),
-        ("batch enqueue (msg/s)", "batch", True),
-        ("group(...).run() (msg/s)", "group", True),
-        ("drain, 1 proc x 8 threads (msg/s)", "drain", True),
-        (f"latency p50 @ {LATENCY_RATE}/s (ms)", "p50", False),
-        (f"latency p99 @ {LATENCY_RATE}/s (ms)", "p99", False),
-        ("worker peak RSS (MB)", "rss", False),
-    ]
-    print(f"{'':38}{'greenroom':>12}{'Dramatiq':>12}{'ratio':>9}")
-    for label, key, higher_is_better in rows:
-        ratio = ours[key] / theirs[key] if theirs[key] == theirs[key] else float("nan")
-        note = "" if higher_is_better else " (lower is better)"
-        print(f"{label:38}{ours[key]:12.2f}{theirs[key]:12.2f}{ratio:8.2f}x{note}")
+    ours["enqueue"], theirs["enqueue"] = measure_send(args.url, args.messages)
+    print_table(ours, theirs, STANDARD_ROWS)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
+    if is_child():
+        child(make_broker, sys.argv[2:])
     else:
         main()

@@ -1,0 +1,220 @@
+"""Helpers shared by the side-by-side benchmarks (greenroom vs Dramatiq on the same server).
+
+A benchmark script supplies two callables, ``make_broker(system, target, namespace)`` returning a
+broker of ``system`` ("greenroom" or "dramatiq") and a way to clean up; this module provides the
+worker subprocess, the enqueue rounds, the latency loop and the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+LATENCY_RATE = 100
+LATENCY_COUNT = 500
+SYSTEMS = ("greenroom", "dramatiq")
+QUEUE = "bench"
+
+#: ``make_broker(system, target, namespace)``: a broker of ``system`` for ``target`` (a URL).
+MakeBroker = Callable[[str, str, str], Any]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: Linux carries it over ``exec`` from the parent."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def declare_noop(system: str, broker: Any, noop: Callable[..., None], queue_name: str = QUEUE) -> Any:
+    """Register ``noop`` as the actor ``noop`` on ``broker`` with the library of ``system``."""
+    if system == "greenroom":
+        import greenroom
+
+        return greenroom.actor(broker=broker, actor_name="noop", queue_name=queue_name)(noop)
+    import dramatiq
+
+    return dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name=queue_name)
+
+
+def make_producer(
+    make_broker: MakeBroker, system: str, target: str, namespace: str, queue_name: str = QUEUE
+) -> tuple[Any, Any]:
+    """A broker and its ``noop`` actor on ``queue_name``, for sending."""
+
+    def noop(sent_at: float = 0.0) -> None:
+        pass
+
+    broker = make_broker(system, target, namespace)
+    return broker, declare_noop(system, broker, noop, queue_name)
+
+
+# -- the worker process -------------------------------------------------------------------------
+
+
+def child(make_broker: MakeBroker, argv: Sequence[str], *, namespace_is_queue: bool = False) -> None:
+    """Run one worker process (8 threads) until ``count`` messages started, then report as JSON.
+
+    ``argv`` is ``[system, target, namespace, mode, count]`` as passed by :func:`spawn`. With
+    ``namespace_is_queue`` the actor's queue is named after the namespace, else it is ``QUEUE``.
+    """
+    system, target, namespace, mode, count_text = argv
+    count = int(count_text)
+    done = threading.Event()
+    lock = threading.Lock()
+    state: dict[str, Any] = {"n": 0, "first": None, "last": None, "latencies": []}
+
+    def noop(sent_at: float = 0.0) -> None:
+        now = time.time()
+        with lock:
+            if state["first"] is None:
+                state["first"] = now
+            if mode == "latency":
+                state["latencies"].append((now - sent_at) * 1000)
+            state["n"] += 1
+            state["last"] = now
+            if state["n"] >= count:
+                done.set()
+
+    broker = make_broker(system, target, namespace)
+    broker.emit_after("process_boot")
+    declare_noop(system, broker, noop, namespace if namespace_is_queue else QUEUE)
+    if system == "greenroom":
+        import greenroom
+
+        worker: Any = greenroom.Worker(broker, worker_threads=8)
+    else:
+        import dramatiq
+
+        worker = dramatiq.Worker(broker, worker_threads=8)
+    worker.start()
+    print("ready", flush=True)
+    done.wait(600)
+    # Drain: the last message has started; let its ack land before reporting.
+    time.sleep(0.2)
+    report: dict[str, Any] = {"rss_mb": peak_rss_mb()}
+    if mode == "drain":
+        report["rate"] = count / max(1e-9, state["last"] - state["first"])
+    else:
+        latencies = sorted(state["latencies"])
+        report["p50"] = statistics.median(latencies)
+        report["p99"] = latencies[int(len(latencies) * 0.99) - 1]
+    print(json.dumps(report), flush=True)
+    worker.stop()
+    os._exit(0)  # skip interpreter teardown: the numbers are out
+
+
+def is_child() -> bool:
+    """Whether this process was started by :func:`spawn`."""
+    return len(sys.argv) > 1 and sys.argv[1] == "--child"
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+
+def spawn(script: str, system: str, target: str, namespace: str, mode: str, count: int) -> subprocess.Popen[str]:
+    """Start ``script --child ...`` (which calls :func:`child`) and wait until its worker runs."""
+    proc = subprocess.Popen(
+        [sys.executable, script, "--child", system, target, namespace, mode, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"worker did not start: {line!r}")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate and reap ``proc`` (kill it if it does not stop)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Read the worker's JSON report, then stop it."""
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        return dict(json.loads(line))
+    finally:
+        stop(proc)
+
+
+def measure_enqueue(producers: dict[str, Any], count: int, rounds: int = 5) -> dict[str, float]:
+    """``send`` rates per system, in alternating rounds so both see the same machine load.
+
+    ``producers`` maps each system to its ``noop`` actor (already used once, to warm up).
+    """
+    elapsed = dict.fromkeys(producers, 0.0)
+    per_round = count // rounds
+    for _ in range(rounds):
+        for system, noop in producers.items():
+            started = time.perf_counter()
+            for _ in range(per_round):
+                noop.send()
+            elapsed[system] += time.perf_counter() - started
+    return {system: per_round * rounds / elapsed[system] for system in producers}
+
+
+def best_rate(count: int, send_all: Callable[[], Any], reset: Callable[[], Any], runs: int = 3) -> float:
+    """Messages/s of the best of ``runs`` runs of ``send_all`` (the machine is shared)."""
+    best_s = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        send_all()
+        best_s = min(best_s, time.perf_counter() - started)
+        reset()
+    return count / best_s
+
+
+def send_paced(noop: Any, count: int = LATENCY_COUNT, rate: int = LATENCY_RATE) -> None:
+    """Send ``count`` messages carrying their send time, ``rate`` per second."""
+    interval = 1 / rate
+    next_at = time.perf_counter()
+    for _ in range(count):
+        next_at += interval
+        noop.send(time.time())
+        pause = next_at - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+
+
+def print_table(ours: dict[str, float], theirs: dict[str, float], rows: Sequence[tuple[str, str, bool]]) -> None:
+    """Print ``rows`` of (label, key, higher is better) with greenroom/Dramatiq ratios."""
+    print(f"{'':38}{'greenroom':>12}{'Dramatiq':>12}{'ratio':>9}")
+    for label, key, higher_is_better in rows:
+        ratio = ours[key] / theirs[key] if theirs[key] == theirs[key] else float("nan")
+        note = "" if higher_is_better else " (lower is better)"
+        print(f"{label:38}{ours[key]:12.2f}{theirs[key]:12.2f}{ratio:8.2f}x{note}", flush=True)
+
+
+STANDARD_ROWS = [
+    ("enqueue (send, msg/s)", "enqueue", True),
+    ("batch enqueue (msg/s)", "batch", True),
+    ("group(...).run() (msg/s)", "group", True),
+    ("drain, 1 proc x 8 threads (msg/s)", "drain", True),
+    (f"latency p50 @ {LATENCY_RATE}/s (ms)", "p50", False),
+    (f"latency p99 @ {LATENCY_RATE}/s (ms)", "p99", False),
+    ("worker peak RSS (MB)", "rss", False),
+]
