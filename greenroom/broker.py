@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .common import dq_name
 from .errors import ActorNotFound, DecodeError
 from .logging import get_logger
 from .message import Message
@@ -68,6 +70,8 @@ class Broker(abc.ABC):
         #: Workers listen for queue declarations here rather than through the middleware bus.
         self._queue_listeners: list[QueueListener] = []
         self.has_results_middleware = False
+        #: Serialises queue declarations (re-entrant: a declaration hook may declare a queue).
+        self._declare_lock = threading.RLock()
 
         self._rebuild_dispatch()
         if middleware is None:
@@ -224,9 +228,30 @@ class Broker(abc.ABC):
                 return backend
         raise RuntimeError("The broker doesn't have a results backend.")
 
-    @abc.abstractmethod
     def declare_queue(self, queue_name: str) -> None:
-        """Declare a queue (idempotent); also declares its delay queue."""
+        """Declare a queue and its delay queue, once: the hooks run and both are registered.
+
+        Brokers record a queue in :meth:`_register_queue`; the default adds canonical names to
+        ``self.queues`` (a set) and delay queues to ``self.delay_queues``.
+        """
+        if queue_name in self.queues:
+            return
+        with self._declare_lock:
+            if queue_name in self.queues:
+                return
+            self.emit_before("declare_queue", queue_name)
+            self._register_queue(queue_name, False)
+            self.emit_after("declare_queue", queue_name)
+            delayed_name = dq_name(queue_name)
+            self._register_queue(delayed_name, True)
+            self.emit_after("declare_delay_queue", delayed_name)
+
+    def _register_queue(self, queue_name: str, is_delay_queue: bool) -> None:
+        """Record a newly declared queue (called under the declaration lock)."""
+        if is_delay_queue:
+            self.delay_queues.add(queue_name)
+        else:
+            self.queues.add(queue_name)
 
     @abc.abstractmethod
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:

@@ -72,6 +72,8 @@ MAX_DECLARE_ATTEMPTS = 2
 IDLE_CHECK_S = 1.0
 #: AMQP's prefetch count is a 16-bit field.
 MAX_PREFETCH = 65535
+#: Properties of a message without ``broker_priority`` (pika only reads them: one instance serves all).
+_PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
 _Action = Literal["ack", "nack", "requeue"]
 _consumer_ids = itertools.count(1)
@@ -161,9 +163,8 @@ class RabbitmqBroker(Broker):
         super().__init__(middleware=middleware)
         self.confirm_delivery = confirm_delivery
         self.max_priority = max_priority
-        self.dead_message_ttl = (
-            dead_message_ttl or getenv_int("greenroom_dead_message_ttl") or DEFAULT_DEAD_MESSAGE_TTL_MS
-        )
+        ttl = dead_message_ttl or getenv_int("greenroom_dead_message_ttl")
+        self.dead_message_ttl = ttl or DEFAULT_DEAD_MESSAGE_TTL_MS
         #: Canonical names of the declared queues.
         self.queues: set[str] = set()
         #: Declared queues not yet (or no longer) known to exist on the server. Any thread adds and
@@ -319,10 +320,12 @@ class RabbitmqBroker(Broker):
         self.emit_before("enqueue", message, delay)
         # Encoded after the hooks: middleware may add options in before_enqueue.
         body = message.encode()
-        properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
+        priority = message.options.get("broker_priority")
+        properties = _PERSISTENT if priority is None else pika.BasicProperties(delivery_mode=2, priority=priority)
         for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
             try:
-                self.declare_queue(canonical_name, ensure=True)
+                if canonical_name in self.queues_pending:
+                    self._declare_on_server(canonical_name)
                 channel = self._channel()
                 with _translate_pika_errors(f"publishing to {queue_name!r}"):
                     # The default exchange routes by queue name; mandatory makes unroutable visible.
@@ -361,10 +364,7 @@ class RabbitmqBroker(Broker):
     # -- inspection (tests and tools) -----------------------------------------------------------
 
     def get_queue_message_counts(self, queue_name: str) -> tuple[int, int, int]:
-        """The ready (not unacknowledged) message counts of ``q``, ``q.DQ`` and ``q.XQ``.
-
-        The three queues are declared on the way, with the usual arguments.
-        """
+        """The ready (not unacknowledged) message counts of ``q``, ``q.DQ`` and ``q.XQ``, declaring them."""
         return self._declare_on_server(q_name(queue_name))
 
     def _unacked_count(self, queue_name: str) -> int:
@@ -446,9 +446,7 @@ class _RabbitmqConsumer(Consumer):
         #: Delivery tags received and not yet settled.
         self._unacked: set[int] = set()
         self._requests: deque[tuple[_Action, int]] = deque()
-        self._wake_scheduled = False
-        self._cancelled = False
-        self._closed = False
+        self._wake_scheduled = self._cancelled = self._closed = False
         self._owner = threading.get_ident()
         self._connection = broker._connect()
         try:
@@ -526,9 +524,8 @@ class _RabbitmqConsumer(Consumer):
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand prefetched, unprocessed messages back to the queue right away.
 
-        They return to their place at the head of the queue, flagged as redelivered. (Closing the
-        consumer would return them too; doing it explicitly keeps them safe if the consumer is
-        kept open.)
+        They return to the head of the queue, flagged as redelivered (closing the consumer would
+        return them too; doing it explicitly keeps them safe if the consumer stays open).
         """
         for message in messages:
             self._request("requeue", message)
@@ -561,16 +558,22 @@ class _RabbitmqConsumer(Consumer):
             requests = list(self._requests)
             self._requests.clear()
             known = [(action, tag) for action, tag in requests if tag in self._unacked]
+            acked = {tag for action, tag in known if action == "ack"}
+            # One multiple=True ack settles all outstanding tags <= upto in one frame: each is acked here.
+            first_unsettled = min(self._unacked - acked, default=float("inf")) if len(acked) > 1 else 0
+            upto = max((tag for tag in acked if tag < first_unsettled), default=0)
             self._unacked.difference_update(tag for _, tag in known)
         if len(known) < len(requests):
             # Settling a tag twice would make RabbitMQ close the channel.
             self.logger.warning("Ignoring %d acknowledgements of unknown delivery tags.", len(requests) - len(known))
         with _translate_pika_errors(f"acknowledging messages of {self.queue_name!r}"):
+            if upto:
+                self._channel.basic_ack(upto, multiple=True)
             for action, tag in known:
-                if action == "ack":
-                    self._channel.basic_ack(tag)
-                else:
+                if action != "ack":
                     self._channel.basic_nack(tag, requeue=action == "requeue")
+                elif tag > upto:
+                    self._channel.basic_ack(tag)
 
     def close(self) -> None:
         """Send the acknowledgements still queued, then close the channel and the connection.

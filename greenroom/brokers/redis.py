@@ -223,19 +223,6 @@ class RedisBroker(Broker):
         acks, wake, fetched = f"{p}__acks__.{me}", f"{p}__notify__.{queue_name}", f"{p}__fetch__.{me}"
         return (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons", fetched)
 
-    def declare_queue(self, queue_name: str) -> None:
-        """Declare a queue and its delay queue (no Redis I/O)."""
-        with self._lock:
-            if queue_name in self.queues:
-                return
-            self.emit_before("declare_queue", queue_name)
-            self.queues.add(queue_name)
-            self.emit_after("declare_queue", queue_name)
-            self._notify_queue_declared(queue_name, False)
-            self.delay_queues.add(delayed_name := dq_name(queue_name))
-            self.emit_after("declare_delay_queue", delayed_name)
-            self._notify_queue_declared(delayed_name, True)
-
     def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], str]:
         redis_id = _new_id()
         queue_name, options = message.queue_name, {**message.options, "redis_message_id": redis_id}

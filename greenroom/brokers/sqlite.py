@@ -203,7 +203,6 @@ class SQLiteBroker(Broker):
             raise ValueError("SQLiteBroker needs the path of a database file that every process can open")
         self.settings = settings or SQLiteSettings()
         self.queues: set[str] = set()
-        self._declare_lock = threading.Lock()
         self._db = Database(
             os.path.abspath(self.path),  # a later chdir() must not move the queues
             busy_timeout_ms=self.settings.busy_timeout_ms,
@@ -217,20 +216,6 @@ class SQLiteBroker(Broker):
         self._keeper: _LeaseKeeper | None = None
 
     # -- the broker interface -----------------------------------------------------------------
-
-    def declare_queue(self, queue_name: str) -> None:
-        """Declare a queue and its delay queue (idempotent; nothing is written to the database)."""
-        if queue_name in self.queues:
-            return
-        with self._declare_lock:
-            if queue_name in self.queues:
-                return
-            self.emit_before("declare_queue", queue_name)
-            self.queues.add(queue_name)
-            self.emit_after("declare_queue", queue_name)
-            delayed_name = dq_name(queue_name)
-            self.delay_queues.add(delayed_name)
-            self.emit_after("declare_delay_queue", delayed_name)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Write a message to its queue (or, with ``delay`` ms, to its delay queue); returns once it is durable.

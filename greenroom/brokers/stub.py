@@ -34,7 +34,6 @@ class StubBroker(Broker):
         self.queues: dict[str, Queue[bytes]] = {}
         self.dead_letters_by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
         self.fail_fast_default = fail_fast_default
-        self._declare_lock = threading.Lock()
 
     @property
     def dead_letters(self) -> list[MessageProxy]:
@@ -44,19 +43,10 @@ class StubBroker(Broker):
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
 
-    def declare_queue(self, queue_name: str) -> None:
-        if queue_name in self.queues:
-            return
-        with self._declare_lock:
-            if queue_name in self.queues:
-                return
-            self.emit_before("declare_queue", queue_name)
-            self.queues[queue_name] = Queue()
-            self.emit_after("declare_queue", queue_name)
-            delayed_name = dq_name(queue_name)
-            self.queues[delayed_name] = Queue()
-            self.delay_queues.add(delayed_name)
-            self.emit_after("declare_delay_queue", delayed_name)
+    def _register_queue(self, queue_name: str, is_delay_queue: bool) -> None:
+        self.queues[queue_name] = Queue()
+        if is_delay_queue:
+            self.delay_queues.add(queue_name)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         queue_name = message.queue_name
