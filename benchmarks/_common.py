@@ -161,20 +161,22 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
         stop(proc)
 
 
-def measure_enqueue(producers: dict[str, Any], count: int, rounds: int = 5) -> dict[str, float]:
-    """``send`` rates per system, in alternating rounds so both see the same machine load.
+def measure_enqueue(producers: dict[str, Any], count: int, rounds: int = 10) -> dict[str, float]:
+    """``send`` rates per system: the median over alternating rounds of ``count / rounds`` sends.
 
+    Alternating rounds let both systems see the same load from whatever else runs on the machine;
+    the median (not the total) keeps one round hit by a burst of load from deciding the result.
     ``producers`` maps each system to its ``noop`` actor (already used once, to warm up).
     """
-    elapsed = dict.fromkeys(producers, 0.0)
+    rates: dict[str, list[float]] = {system: [] for system in producers}
     per_round = count // rounds
     for _ in range(rounds):
         for system, noop in producers.items():
             started = time.perf_counter()
             for _ in range(per_round):
                 noop.send()
-            elapsed[system] += time.perf_counter() - started
-    return {system: per_round * rounds / elapsed[system] for system in producers}
+            rates[system].append(per_round / (time.perf_counter() - started))
+    return {system: statistics.median(system_rates) for system, system_rates in rates.items()}
 
 
 def best_rate(count: int, send_all: Callable[[], Any], reset: Callable[[], Any], runs: int = 3) -> float:

@@ -5,8 +5,8 @@
 Measures, for each library with its default middleware (no publisher confirms, as both default)
 and a queue of its own with a unique name:
 
-* enqueue rate of ``send`` calls, one after the other, in this process (alternating rounds of the two
-  libraries, so that both see the same load from whatever else runs on the machine);
+* enqueue rate of ``send`` calls, one after the other, in this process (median of ten alternating
+  rounds of the two libraries, so that both see the same load from whatever else runs on the machine);
 * batch enqueue rate (greenroom ``enqueue_many``, best of three; Dramatiq has no batch API) and the
   rate of ``group([...10,000 messages]).run()``;
 * drain rate of no-op messages by one worker process with 8 threads (a subprocess, so its peak RSS
@@ -20,6 +20,7 @@ Every queue the benchmark declares (``q``, ``q.DQ`` and ``q.XQ``) is deleted at 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import uuid
@@ -101,19 +102,56 @@ def measure(system: str, url: str, count: int) -> dict[str, float]:
     return results
 
 
-def measure_send(url: str, count: int) -> tuple[float, float]:
-    """``send`` rates of greenroom and Dramatiq, each on a queue of its own."""
-    queues = {system: new_queue_name(system) for system in SYSTEMS}
+class RawPublisher:
+    """The floor under any pika-based ``send``: a bare publish of a ready-made message.
+
+    ``BlockingChannel.basic_publish`` of a persistent message with the same envelope, and no
+    library code around it.
+    """
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.channel.queue_declare(queue, durable=True)
+        self.queue = queue
+        envelope = {"queue_name": queue, "actor_name": "noop", "args": [], "kwargs": {}, "options": {}}
+        envelope |= {"message_id": str(uuid.uuid4()), "message_timestamp": int(time.time() * 1000)}
+        self.body = json.dumps(envelope, separators=(",", ":")).encode()
+        self.properties = pika.BasicProperties(delivery_mode=2)
+
+    def send(self) -> None:
+        self.channel.basic_publish("", self.queue, self.body, self.properties)
+
+
+def measure_send(url: str, count: int) -> dict[str, float]:
+    """``send`` rates of greenroom, Dramatiq and a bare pika publish, each on a queue of its own."""
+    queues = {system: new_queue_name(system) for system in (*SYSTEMS, "pika")}
+    raw = None
     try:
-        producers = {system: make_producer(make_broker, system, url, queue, queue) for system, queue in queues.items()}
-        for _, noop in producers.values():
-            noop.send()  # warm up: connection, channel and queue declaration
-        rates = measure_enqueue({system: noop for system, (_, noop) in producers.items()}, count)
+        producers = {
+            system: make_producer(make_broker, system, url, queues[system], queues[system]) for system in SYSTEMS
+        }
+        raw = RawPublisher(url, queues["pika"])
+        senders = {system: noop for system, (_, noop) in producers.items()} | {"pika": raw}
+        for sender in senders.values():
+            sender.send()  # warm up: connection, channel and queue declaration
+        rates = measure_enqueue(senders, count)
         for broker, _ in producers.values():
             broker.close()
     finally:
+        if raw is not None:
+            raw.connection.close()
         delete_queues(url, list(queues.values()))
-    return rates["greenroom"], rates["dramatiq"]
+    return rates
+
+
+def print_send_floor(rates: dict[str, float]) -> None:
+    """Put the ``send`` rates next to the bare pika publish rate (what 2x Dramatiq would need)."""
+    floor, theirs = rates["pika"], rates["dramatiq"]
+    print(
+        f"bare pika basic_publish: {floor:.0f} msg/s = {floor / theirs:.2f}x Dramatiq's send "
+        f"(greenroom's send is {rates['greenroom'] / floor:.0%} of it)"
+    )
 
 
 def delete_queues(url: str, queues: list[str]) -> None:
@@ -137,13 +175,16 @@ def main() -> None:
     parser.add_argument("--only-enqueue", action="store_true", help="measure only the send rates")
     args = parser.parse_args()
     if args.only_enqueue:
-        ours, theirs = measure_send(args.url, args.messages)
-        print(f"send: greenroom {ours:.0f}/s, Dramatiq {theirs:.0f}/s, ratio {ours / theirs:.2f}x")
+        rates = measure_send(args.url, args.messages)
+        print(f"send: greenroom {rates['greenroom']:.0f}/s, Dramatiq {rates['dramatiq']:.0f}/s")
+        print_send_floor(rates)
         return
     ours = measure("greenroom", args.url, args.messages)
     theirs = measure("dramatiq", args.url, args.messages)
-    ours["enqueue"], theirs["enqueue"] = measure_send(args.url, args.messages)
+    rates = measure_send(args.url, args.messages)
+    ours["enqueue"], theirs["enqueue"] = rates["greenroom"], rates["dramatiq"]
     print_table(ours, theirs, STANDARD_ROWS)
+    print_send_floor(rates)
 
 
 if __name__ == "__main__":

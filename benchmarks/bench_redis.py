@@ -4,8 +4,8 @@
 
 Measures, for each library with its default middleware and a unique namespace:
 
-* enqueue rate of ``send`` calls, one after the other, in this process (alternating rounds of the two
-  libraries, so that both see the same load from whatever else runs on the machine);
+* enqueue rate of ``send`` calls, one after the other, in this process (median of ten alternating
+  rounds of the two libraries, so that both see the same load from whatever else runs on the machine);
 * batch enqueue rate (greenroom ``enqueue_many``, best of three; Dramatiq has no batch API) and the
   rate of ``group([...10,000 messages]).run()``;
 * drain rate of no-op messages by one worker process with 8 threads (a subprocess, so its peak RSS

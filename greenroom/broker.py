@@ -153,8 +153,8 @@ class Broker(abc.ABC):
             hooks.reverse()
         # Workers learn about new queues from the declaration signals themselves, so a broker
         # written for Dramatiq (which only emits them) still gets consumers for later queues.
-        after.setdefault("declare_queue", []).append(self._queue_declared_hook)
-        after.setdefault("declare_delay_queue", []).append(self._delay_queue_declared_hook)
+        after.setdefault("declare_queue", []).append(lambda _, name: self._notify_queue_declared(name, False))
+        after.setdefault("declare_delay_queue", []).append(lambda _, name: self._notify_queue_declared(name, True))
         self._before, self._after = before, after
         self.has_results_middleware = any(m.stores_results for m in self.middleware)
 
@@ -177,12 +177,6 @@ class Broker(abc.ABC):
         """Tell the queue listeners about a queue (``emit_after`` of a declaration does this)."""
         for listener in list(self._queue_listeners):
             listener(queue_name, is_delay_queue)
-
-    def _queue_declared_hook(self, broker: Broker, queue_name: str) -> None:
-        self._notify_queue_declared(queue_name, False)
-
-    def _delay_queue_declared_hook(self, broker: Broker, queue_name: str) -> None:
-        self._notify_queue_declared(queue_name, True)
 
     # -- actors and queues ----------------------------------------------------------------------
 

@@ -413,6 +413,33 @@ def test_requeue_returns_messages_and_stale_tags_are_ignored(
     assert broker.get_queue_message_counts(queue_name) == (0, 0, 0)
 
 
+def test_batched_acks_settle_exactly_the_acked_deliveries(
+    make_broker: Callable[..., RabbitmqBroker], queue_name: str
+) -> None:
+    # Acks settled together become one multiple=True ack up to the first unsettled tag: the ones
+    # left unsettled in between must stay outstanding, and nacks still go to the XQ.
+    broker = make_broker()
+    for n in range(6):
+        broker.enqueue(Message(queue_name=queue_name, actor_name="a", args=(n,), kwargs={}, options={}))
+    consumer = broker.consume(queue_name, prefetch=6, timeout=200)
+    messages = [next_message(consumer) for _ in range(6)]
+    assert [m.args[0] for m in messages] == list(range(6))
+    for n in (4, 0, 3, 1):
+        consumer.ack(messages[n])  # from the consumer's own thread: queued until its next call
+    consumer.nack(messages[5])
+    assert next(consumer) is None  # sends them all at once; a bad ack would close the channel
+    assert next(consumer) is None
+    assert broker._unacked_count(queue_name) == 1
+    consumer.close()  # returns message 2
+    assert broker.get_queue_message_counts(queue_name) == (1, 0, 1)
+    again = broker.consume(queue_name, prefetch=1, timeout=200)
+    redelivered = next_message(again)
+    assert (redelivered.args, redelivered.redelivered) == ((2,), True)
+    again.ack(redelivered)
+    assert next(again) is None
+    again.close()
+
+
 def test_join_counts_unacked_messages_and_times_out(
     make_broker: Callable[..., RabbitmqBroker], queue_name: str
 ) -> None:
