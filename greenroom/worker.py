@@ -135,8 +135,9 @@ class Worker:
     def stop(self, timeout: int = 600000) -> None:
         """Stop gracefully, handing every message not yet processed back to the broker.
 
-        Consumers stop fetching first; worker threads then finish the message they are running
-        (up to ``timeout`` ms); prefetched and delayed messages still in memory are requeued.
+        Worker threads finish the message they are running (up to ``timeout`` ms) and take no
+        new one; then the consumers stop, and every message still in memory (prefetched, or
+        delayed and held) is handed back to the broker.
         """
         self.broker.emit_before("worker_shutdown", self)
         self.logger.info("Shutting down...")
