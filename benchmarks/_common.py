@@ -44,7 +44,8 @@ def declare_noop(system: str, broker: Any, noop: Callable[..., None], queue_name
         return greenroom.actor(broker=broker, actor_name="noop", queue_name=queue_name)(noop)
     import dramatiq
 
-    return dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name=queue_name)
+    dramatiq_actor: Any = dramatiq.actor
+    return dramatiq_actor(noop, broker=broker, actor_name="noop", queue_name=queue_name)
 
 
 def make_producer(

@@ -323,6 +323,9 @@ class MessageProxy:
         self.failed = False
         self._message = message
         self._exception: BaseException | None = None
+        #: The broker consumer that delivered the message, set by the worker: the message is
+        #: settled through it even after its consumer thread moved on to a new one.
+        self._delivered_by: Consumer | None = None
         self.queue_name = message.queue_name
         self.actor_name = message.actor_name
         self.args = message.args

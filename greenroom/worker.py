@@ -156,7 +156,9 @@ class Worker:
         join_all(self.workers, timeout_ms=_remaining_ms(deadline_s))
         for consumer in consumers:
             consumer.stop()
-        join_all(consumers, timeout_ms=_remaining_ms(deadline_s))
+        # Consumer threads leave within one poll; they get that long even when the running tasks
+        # used up the budget, so none is still fetching when the messages are handed back.
+        join_all(consumers, timeout_ms=max(_remaining_ms(deadline_s), self.worker_timeout + 1000))
 
         by_consumer: defaultdict[ConsumerThread, list[MessageProxy]] = defaultdict(list)
         for _, _, message, _, consumer in iter_queue(self.work_queue):
@@ -283,6 +285,7 @@ class ConsumerThread(_PausableThread):
         self._close_consumer()
 
     def _handle_safely(self, message: MessageProxy) -> None:
+        message._delivered_by = self.consumer
         try:
             self.handle_message(message)
         except Exception as exc:
@@ -347,7 +350,7 @@ class ConsumerThread(_PausableThread):
             attempts += 1
             try:
                 self.broker.emit_before(signal, message)
-                consumer = self.consumer
+                consumer = message._delivered_by or self.consumer
                 if consumer is None:
                     raise BrokerConnectionError("the consumer is reconnecting")
                 if message.failed:
@@ -380,15 +383,19 @@ class ConsumerThread(_PausableThread):
                 return
 
     def requeue_messages(self, messages: list[MessageProxy]) -> None:
-        """Hand unprocessed messages back to the broker."""
-        if self.consumer is None:
-            return  # the broker consumer was lost: the broker redelivers its messages
-        try:
-            self.consumer.requeue(messages)
-        except Exception as exc:  # noqa: BLE001 - not acknowledged, so never lost
-            self.logger.warning(
-                "Could not requeue %d messages (%s); the broker will deliver them again.", len(messages), exc
-            )
+        """Hand unprocessed messages back to the broker, each through the consumer that delivered it."""
+        by_consumer: defaultdict[Consumer, list[MessageProxy]] = defaultdict(list)
+        for message in messages:
+            consumer = message._delivered_by or self.consumer
+            if consumer is not None:  # else the broker consumer was lost: the broker redelivers it
+                by_consumer[consumer].append(message)
+        for consumer, batch in by_consumer.items():
+            try:
+                consumer.requeue(batch)
+            except Exception as exc:  # noqa: BLE001 - not acknowledged, so never lost
+                self.logger.warning(
+                    "Could not requeue %d messages (%s); the broker will deliver them again.", len(batch), exc
+                )
 
     def _close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None

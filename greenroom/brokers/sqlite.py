@@ -89,11 +89,13 @@ WHERE id IN (
 RETURNING id, due_ms, CAST(payload AS BLOB)
 """
 _DELETE = "DELETE FROM greenroom_messages WHERE id = ?"
-_UNLEASE = "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0 WHERE id IN ({})"
+# Nack and requeue act only on rows the caller still holds: a lease that lapsed (a frozen process)
+# may have passed to another consumer, which is running the message. An ack deletes regardless.
+_UNLEASE = "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ? AND id IN ({})"
 _RENEW = "UPDATE greenroom_messages SET lease_until_ms = ? WHERE lease_owner IN ({})"
 _BURY = """
 INSERT INTO greenroom_dead_letters (queue_name, message_id, payload, reason, dead_at_ms)
-SELECT ?, ?, payload, ?, ? FROM greenroom_messages WHERE id = ?
+SELECT ?, ?, payload, ?, ? FROM greenroom_messages WHERE id = ? AND lease_owner = ?
 """
 _COUNTS = """
 SELECT queue_name = ?, lease_until_ms > ?, COUNT(*) FROM greenroom_messages
@@ -341,15 +343,18 @@ class SQLiteBroker(Broker):
     def _delete(self, row_id: int) -> None:
         self._db.write(_execute(_DELETE, (row_id,)))
 
-    def _bury(self, row_id: int, queue_name: str, message_id: str | None, reason: str) -> None:
-        """Move a row to the dead letters."""
-        params = (q_name(queue_name), message_id, reason, current_millis(), row_id)
+    def _bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> None:
+        """Move a row the caller holds to the dead letters."""
+        params = (q_name(queue_name), message_id, reason, current_millis(), row_id, owner)
 
-        def operation(conn: sqlite3.Connection) -> None:
+        def operation(conn: sqlite3.Connection) -> bool:
             if conn.execute(_BURY, params).rowcount:
                 conn.execute(_DELETE, (row_id,))
+                return True
+            return False
 
-        self._db.write(operation)
+        if not self._db.write(operation):
+            self.logger.warning("Row %d was no longer leased by this worker; it was not dead-lettered here.", row_id)
 
     def _in_chunks(self, template: str, values: list[Any], *leading: Any) -> None:
         """Run ``template`` (``{}`` stands for the ``IN`` list) for each chunk of ``values``."""
@@ -442,9 +447,22 @@ class _SQLiteConsumer(Consumer):
         with self._lock:
             self._held += len(rows)
         self._next_check_s = 0.0  # more may be due: peek again on the next call
-        for row_id, _, payload in rows:
-            self._admit(row_id, payload)
+        for index, (row_id, _, payload) in enumerate(rows):
+            try:
+                self._admit(row_id, payload)
+            except BaseException:
+                self._give_back([row[0] for row in rows[index:]])
+                raise
         return bool(rows)
+
+    def _give_back(self, row_ids: list[int]) -> None:
+        """Release rows leased but not admitted (an error in the middle of a batch)."""
+        with self._lock:
+            self._held -= len(row_ids)
+        try:
+            self.broker._in_chunks(_UNLEASE, row_ids, self.owner)
+        except Exception:  # noqa: BLE001 - they are no longer renewed: their leases lapse instead
+            self.broker.logger.warning("Could not release %d leased rows; their leases will lapse.", len(row_ids))
 
     def _admit(self, row_id: int, payload: bytes | None) -> None:
         try:
@@ -454,7 +472,7 @@ class _SQLiteConsumer(Consumer):
                 raise DecodeError(reason, payload, None)
         except DecodeError as exc:
             self.broker.logger.error("Dead-lettering row %d of queue %r: %s", row_id, self.queue_name, exc)
-            self.broker._bury(row_id, self.queue_name, None, str(exc))
+            self.broker._bury(row_id, self.owner, self.queue_name, None, str(exc))
             with self._lock:
                 self._held -= 1
             return
@@ -485,20 +503,27 @@ class _SQLiteConsumer(Consumer):
     def nack(self, message: MessageProxy) -> None:
         proxy = self._proxy(message)
         reason = repr(proxy._exception) if proxy._exception is not None else "the message failed"
-        self.broker._bury(proxy._row_id, proxy.queue_name, proxy.message_id, reason)
+        self.broker._bury(proxy._row_id, proxy._consumer.owner, proxy.queue_name, proxy.message_id, reason)
         proxy._consumer._release(proxy)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         proxies = [self._proxy(message) for message in messages]
-        self.broker._in_chunks(_UNLEASE, [proxy._row_id for proxy in proxies])
+        for owner in {proxy._consumer.owner for proxy in proxies}:
+            rows = [proxy._row_id for proxy in proxies if proxy._consumer.owner == owner]
+            self.broker._in_chunks(_UNLEASE, rows, owner)
         for proxy in proxies:
             proxy._consumer._release(proxy)
 
     def close(self) -> None:
         buffered = list(self._buffer)
         self._buffer.clear()
-        if buffered:
-            self.requeue(buffered)
+        try:
+            if buffered:
+                self.requeue(buffered)
+        except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
+            self.broker.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
+            with self._lock:
+                self._held -= len(buffered)
         with self._lock:
             self._closed = True
             forget = self._held == 0
