@@ -132,8 +132,10 @@ class RedisBroker(Broker):
         super().__init__(middleware=middleware)
         if client is None:
             # No socket timeout (redis-py's default is 5 s): with one, CPython polls before every send and recv.
-            params = {"socket_timeout": None, "socket_keepalive": True, **redis_params}
-            params.setdefault("socket_keepalive_options", _KEEPALIVE)
+            params = {"socket_timeout": None, **redis_params}
+            if not (url or "").startswith("unix:") and "unix_socket_path" not in params:  # TCP options
+                params.setdefault("socket_keepalive", True)
+                params.setdefault("socket_keepalive_options", _KEEPALIVE)
             pool = redis.ConnectionPool.from_url(url, **params) if url else redis.ConnectionPool(**params)
             client = redis.Redis(connection_pool=pool)
         self.client = client
@@ -158,6 +160,8 @@ class RedisBroker(Broker):
         self._lock = threading.Lock()
         self._consumed: Counter[str] = Counter()
         self._fetch_tokens: dict[str, str] = {}  # queue → token of a fetch that got no reply
+        #: queue → lock: the fetch record is per broker and queue, so its consumers fetch in turn.
+        self._fetch_locks: dict[str, threading.Lock] = {}
         #: (queue, id) of fetched messages to hand back when Redis can be reached; appended from
         #: any thread, including finalizers, hence a lock-free deque. Drained by the heartbeat thread.
         self._orphans: deque[tuple[str, bytes]] = deque()
@@ -439,6 +443,7 @@ class _RedisConsumer(Consumer):
         self._settle_busy = False
         self._settle_pending: list[_Waiter] = []
         self._closed = False
+        self._released = False
 
     def __next__(self) -> MessageProxy | None:
         deadline_s, wait_s = time.monotonic() + self.timeout_s, 0.0
@@ -464,14 +469,18 @@ class _RedisConsumer(Consumer):
             wait_s = max(0.001, min(remaining_s, IDLE_POLL_S))
 
     def _fetch(self, count: int, wait_s: float) -> int:
-        # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
-        broker, token = self.broker, self.broker._fetch_tokens.setdefault(self.queue_name, _new_id())
-        keys, args = self._fetch_keys, (count, broker.broker_id, current_millis(), self.queue_name, token)
-        commands: list[_Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
-        if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
-            commands.insert(0, ("BLPOP", self._wake_key, f"{wait_s:.3f}"))
-        reply = broker._round_trip(commands, retry=False, script="fetch")[-1]
-        del broker._fetch_tokens[self.queue_name]
+        broker = self.broker
+        with broker._lock:
+            lock = broker._fetch_locks.setdefault(self.queue_name, threading.Lock())
+        with lock:
+            # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
+            token = broker._fetch_tokens.setdefault(self.queue_name, _new_id())
+            keys, args = self._fetch_keys, (count, broker.broker_id, current_millis(), self.queue_name, token)
+            commands: list[_Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
+            if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
+                commands.insert(0, ("BLPOP", self._wake_key, f"{wait_s:.3f}"))
+            reply = broker._round_trip(commands, retry=False, script="fetch")[-1]
+            broker._fetch_tokens.pop(self.queue_name, None)
         self._cache.extend(zip(reply[::2], reply[1::2], strict=True))
         return len(reply)
 
@@ -522,6 +531,7 @@ class _RedisConsumer(Consumer):
                         self._handed.discard(w[0][1])
                 self._settle_busy = False
                 self._cond.notify_all()
+                self._release_if_done()
         error = waiter[2]
         if error is not None:
             raise (type(error) if isinstance(error, BrokerError) else BrokerError)(str(error)) from error
@@ -545,6 +555,7 @@ class _RedisConsumer(Consumer):
                 m._settled = True
                 self._handed.discard(m.redis_id)
             self._cond.notify_all()
+            self._release_if_done()
 
     def close(self) -> None:
         """Hand back messages fetched but never handed out, then release the consumer."""
@@ -558,4 +569,14 @@ class _RedisConsumer(Consumer):
                 self.broker._settle(self.queue_name, [("r", redis_id, "") for redis_id in cached], retry=False)
         except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
             self.broker._orphans.extend((self.queue_name, redis_id) for redis_id in cached)
-        self.broker._consumer_closed(self.queue_name)
+        with self._cond:
+            self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        """Once closed and every handed-out message is settled, stop counting as a consumer (under _cond).
+
+        Until then the broker keeps heartbeating: messages still running must not look abandoned.
+        """
+        if self._closed and not self._handed and not self._released:
+            self._released = True
+            self.broker._consumer_closed(self.queue_name)
