@@ -53,7 +53,7 @@ def _install_signal_handlers() -> None:
     def on_stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         if stopping:
-            os._exit(ExitCode.KILLED)
+            return  # a repeat (a process-group TERM arrives twice): the main process escalates with SIGKILL
         stopping = True
         # Raised in the main thread, wherever the fork function is blocked.
         sys.exit(int(ExitCode.OK))

@@ -2,8 +2,9 @@
 
 Workers started by the ``greenroom`` command export metrics whenever ``prometheus_client`` is
 installed. The main process prepares the directory in which every worker process writes its
-samples (``greenroom_prom_db``, or ``<tmp>/greenroom-prometheus-<main pid>``), empties it so that
-numbers from an earlier run never leak in, and removes it when the run ends. Worker processes then
+samples, ``greenroom-prometheus-<main pid>`` under ``greenroom_prom_db`` (or the temporary
+directory), empties it so that numbers from an earlier run never leak in, and removes it when the
+run ends; directories left by runs whose main process was killed are removed at the next start. Worker processes then
 add the :class:`~greenroom.middleware.prometheus.Prometheus` middleware to their broker unless the
 application installed one itself; its exposition server runs in a fork process. Setting
 ``greenroom_prom_enabled=0`` turns all of this off.
@@ -21,6 +22,8 @@ from ..broker import Broker
 
 __all__ = ["install_metrics_middleware", "prepare_metrics_directory"]
 
+#: Each run's directory is ``<base>/greenroom-prometheus-<main pid>``.
+_RUN_PREFIX = "greenroom-prometheus-"
 #: The variables prometheus_client reads to find its multiprocess directory.
 _MULTIPROC_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
@@ -35,16 +38,39 @@ def prepare_metrics_directory() -> str | None:
         return None
     if os.environ.get("greenroom_prom_enabled", "1").lower() in ("0", "false", "no", "off"):
         return None
-    configured = os.environ.get("greenroom_prom_db") or os.environ.get("dramatiq_prom_db")
-    directory = configured or os.path.join(tempfile.gettempdir(), f"greenroom-prometheus-{os.getpid()}")
+    base = os.environ.get("greenroom_prom_db") or os.environ.get("dramatiq_prom_db") or tempfile.gettempdir()
+    _sweep_dead_runs(base)
+    # A subdirectory of its own: the configured directory may hold other things, or other runs.
+    directory = os.path.join(base, f"{_RUN_PREFIX}{os.getpid()}")
     # A reload re-executes this process with the same pid: its counters start again from zero.
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
     for name in _MULTIPROC_VARIABLES:
         os.environ[name] = directory
-    if not configured:
-        atexit.register(shutil.rmtree, directory, True)
+    atexit.register(shutil.rmtree, directory, True)
     return directory
+
+
+def _sweep_dead_runs(base: str) -> None:
+    """Remove the metrics directories of earlier runs whose main process is gone (killed)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(_RUN_PREFIX) :]
+        if name.startswith(_RUN_PREFIX) and pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def install_metrics_middleware(broker: Broker) -> None:

@@ -424,7 +424,9 @@ class Supervisor:
     def _begin_stop(self, signum: signal.Signals) -> None:
         self.state = _State.STOPPING
         for child in self.workers:
-            child.restart_at_s = None
+            if child.restart_at_s is not None:
+                # It was waiting to be replaced: its crash was handled, it says nothing of this stop.
+                child.restart_at_s, child.exitcode = None, None
         _send(self.workers, signum)
         if not any(c.alive for c in self.workers):
             self.forks.stop()

@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import importlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -73,7 +72,6 @@ class _StopState:
 
     def __init__(self) -> None:
         self.stop_requested = False
-        self.signalled = False
 
 
 def import_object(value: str) -> tuple[ModuleType, object | None]:
@@ -129,11 +127,9 @@ def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
 
 def _install_signal_handlers(state: _StopState) -> None:
     def on_stop(signum: int, frame: FrameType | None) -> None:
-        if state.signalled:
-            # A second TERM means "now": the main thread is inside Worker.stop and cannot act on
-            # a flag. Unacknowledged messages are delivered again by the broker.
-            os._exit(ExitCode.KILLED)
-        state.signalled = True
+        # Repeats are ignored: a TERM sent to the whole process group (systemd, supervisord)
+        # reaches a worker twice, once directly and once forwarded. The main process kills the
+        # workers itself (SIGKILL) when it gets a second TERM.
         state.stop_requested = True
 
     # INT is ignored: Ctrl-C reaches the whole process group and the main process forwards it as TERM.

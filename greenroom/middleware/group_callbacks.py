@@ -57,7 +57,12 @@ class GroupCallbacks(Middleware):
             return
         from ..rate_limits import Barrier  # rate_limits sits above the middleware layer
 
-        barrier = Barrier(self.rate_limiter_backend, completion_uuid, ttl=self.barrier_ttl)
-        if barrier.wait(block=False):
+        backend = self.rate_limiter_backend
+        # Delivery is at-least-once: a member processed twice must count once, and the callbacks
+        # must be sent once even if the barrier is seen cleared more than once.
+        if not backend.add(f"{completion_uuid}@member@{message.message_id}", 1, self.barrier_ttl):
+            return
+        barrier = Barrier(backend, completion_uuid, ttl=self.barrier_ttl)
+        if barrier.wait(block=False) and backend.add(f"{completion_uuid}@fired", 1, self.barrier_ttl):
             for callback in callbacks:
                 broker.enqueue(Message(**callback))

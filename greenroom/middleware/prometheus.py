@@ -97,9 +97,10 @@ class Prometheus(Middleware):
             buckets=BUCKETS,
             registry=self.registry,
         )
-        #: message_id → monotonic start; only messages counted in progress are here, which keeps
-        #: the gauge from going negative on skips. Worker threads touch it, under _lock.
-        self._started: dict[str, float] = {}
+        #: id of the message proxy → monotonic start (two copies of one message may run at once);
+        #: only messages counted in progress are here, which keeps the gauge from going negative
+        #: on skips. Worker threads touch it, under _lock.
+        self._started: dict[int, float] = {}
         #: message_id of delayed messages held by this process, under _lock.
         self._delayed: set[str] = set()
         self._lock = threading.Lock()
@@ -132,7 +133,7 @@ class Prometheus(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         with self._lock:
-            self._started[message.message_id] = time.monotonic()
+            self._started[id(message)] = time.monotonic()
         self.inprogress.labels(*self._labels(message)).inc()
 
     def after_process_message(
@@ -140,7 +141,7 @@ class Prometheus(Middleware):
     ) -> None:
         labels = self._labels(message)
         with self._lock:
-            start = self._started.pop(message.message_id, None)
+            start = self._started.pop(id(message), None)
         if start is not None:
             self.inprogress.labels(*labels).dec()
             self.duration.labels(*labels).observe((time.monotonic() - start) * 1000)
@@ -153,12 +154,10 @@ class Prometheus(Middleware):
     after_skip_message = after_process_message
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
-        if message.queue_name.endswith(".DQ"):
-            self._forget_delayed(message)
+        self._forget_delayed(message)
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        if message.queue_name.endswith(".DQ"):
-            self._forget_delayed(message)
+        self._forget_delayed(message)
         self.rejects.labels(*self._labels(message)).inc()
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
@@ -235,7 +234,11 @@ def serve_metrics() -> int:
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug(format, *args)
 
-    server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+    try:
+        server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+    except OSError as exc:
+        logger.error("Cannot serve metrics on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
     logger.info("Serving metrics on http://%s:%d.", host, port)
     server.serve_forever()
     return 0

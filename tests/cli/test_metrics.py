@@ -162,3 +162,19 @@ def test_inprogress_gauge_reads_eight_while_eight_run(run: Run) -> None:
     (run.markers / "release").touch()
     wait_for(lambda: run.value("greenroom_messages_total", "hold", "slow") == 8, timeout_s=30)
     assert run.value("greenroom_messages_inprogress", "hold", "slow") == 0
+
+
+def test_a_configured_metrics_directory_is_never_emptied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from greenroom.cli._metrics import prepare_metrics_directory
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    stale = tmp_path / "greenroom-prometheus-999999999"  # a run whose main process is gone
+    stale.mkdir()
+    monkeypatch.setenv("greenroom_prom_db", str(tmp_path))
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        monkeypatch.setenv(name, "")
+    directory = prepare_metrics_directory()
+    assert directory == str(tmp_path / f"greenroom-prometheus-{os.getpid()}")
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == directory
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert not stale.exists()

@@ -287,6 +287,23 @@ def test_graceful_stop_finishes_running_tasks_and_requeues_prefetched_ones(
     assert again.pid not in importers
 
 
+def test_term_to_the_whole_process_group_is_still_graceful(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    # systemd and supervisord send TERM to every process of the group: each worker then gets it
+    # twice (directly and forwarded by the main process), which must not count as a second TERM.
+    tree = start(trees, workdir, "-p", "2", "-t", "2")
+    tree.wait_ready()
+    for n in range(4):
+        send(producer, "work", n, 1.5)
+    wait_for(lambda: len(events(workdir, "start")) == 4, timeout_s=30)
+    os.killpg(tree.pid, signal.SIGTERM)
+    assert tree.wait_exit(60) == 0, tree.output()
+    assert events(workdir, "done") == collections.Counter({str(n): 1 for n in range(4)})
+    counts = producer.get_queue_counts("default")
+    assert (counts.ready, counts.in_progress) == (0, 0)
+
+
 def test_second_term_kills_worker_processes_and_the_message_is_redelivered(
     workdir: Path, trees: list[Tree], producer: SQLiteBroker
 ) -> None:
