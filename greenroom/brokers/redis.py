@@ -20,8 +20,9 @@ queues with Dramatiq both ways.
 **Crash recovery bound.** A heartbeat thread in every consuming process beats every
 ``min(heartbeat_timeout / 4, 1 s)`` and, in the same atomic script, returns the unsettled messages of
 workers whose last beat is older than ``heartbeat_timeout`` to the head of their queues: a killed,
-frozen or cut-off worker's messages are back within ``heartbeat_timeout + 1 s`` (plus clock skew
-between hosts) while another worker lives; a worker starting later recovers them on its first beat.
+frozen or cut-off worker's messages are back within ``heartbeat_timeout + 1 s`` while another worker
+lives; a worker starting later recovers them on its first beat. Beats are stamped with the Redis
+server's clock, so hosts whose clocks disagree still agree on who is alive.
 
 **Poison payloads** (not a valid message, or an id without payload) are dead-lettered by the consumer:
 payload in ``<cq>.XQ.msgs``, reason in ``<cq>.XQ.reasons``, an ERROR logged; the rest of the batch runs.

@@ -3,7 +3,9 @@
 -- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
 -- KEYS[5] heartbeats, KEYS[6] the worker's queue registry, KEYS[7] dead-letter zset,
 -- KEYS[8] dead-letter payloads, KEYS[9] dead-letter reasons, KEYS[10] record of the last fetch
--- ARGV[1] count, ARGV[2] worker id, ARGV[3] now (ms), ARGV[4] queue name, ARGV[5] request token
+-- ARGV[1] count, ARGV[2] worker id, ARGV[3] unused (times come from the server's clock, so that
+-- workers on hosts whose clocks disagree still agree on who is alive), ARGV[4] queue name,
+-- ARGV[5] request token
 --
 -- Returns a flat array: id1, payload1, id2, payload2, ... An id whose payload is missing is
 -- dead-lettered here (with its reason) and comes back with a nil payload so the client can log it.
@@ -11,7 +13,9 @@
 -- The record (token, ids...) makes a fetch idempotent: when the connection breaks before the reply
 -- arrives, the client repeats the call with the same token and gets the same messages, which are
 -- otherwise stranded in its ack set while it lives.
-redis.call("zadd", KEYS[5], ARGV[3], ARGV[2])
+local time = redis.call("time")
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+redis.call("zadd", KEYS[5], now, ARGV[2])
 local ids
 if redis.call("lindex", KEYS[10], 0) == ARGV[5] then
     ids = redis.call("lrange", KEYS[10], 1, -1)
@@ -35,7 +39,7 @@ for i = 1, #ids do
     local payload = payloads[i]
     if not payload then
         redis.call("srem", KEYS[3], ids[i])
-        redis.call("zadd", KEYS[7], ARGV[3], ids[i])
+        redis.call("zadd", KEYS[7], now, ids[i])
         redis.call("hset", KEYS[8], ids[i], "")
         redis.call("hset", KEYS[9], ids[i], "the payload was missing from " .. KEYS[2])
     end

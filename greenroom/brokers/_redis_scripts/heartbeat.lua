@@ -1,7 +1,8 @@
 -- greenroom: a worker's heartbeat and recovery pass, run on a fixed schedule by every worker.
 --
 -- KEYS[1] heartbeats zset, KEYS[2] this worker's queue registry
--- ARGV[1] key prefix, ARGV[2] worker id, ARGV[3] now (ms), ARGV[4] heartbeat timeout (ms),
+-- ARGV[1] key prefix, ARGV[2] worker id, ARGV[3] unused (the server's clock is used, so hosts whose
+-- clocks disagree still agree on who is alive), ARGV[4] heartbeat timeout (ms),
 -- ARGV[5] dead message ttl (ms), ARGV[6] "1" to retire instead of beating, ARGV[7..] queues consumed
 --
 -- 1. Beat: ZADD heartbeats; register the consumed queues (the registry expires after the dead
@@ -13,7 +14,9 @@
 --    left in the heartbeats for Dramatiq's maintenance to forget.
 -- 3. Purge dead letters older than the dead message ttl on the consumed queues.
 -- Retiring (clean shutdown) drops the heartbeat, registry and fetch records when no ack set is left.
-local prefix, wid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, wid = ARGV[1], ARGV[2]
+local time = redis.call("time")
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local queues = {}
 for i = 7, #ARGV do
     queues[#queues + 1] = ARGV[i]

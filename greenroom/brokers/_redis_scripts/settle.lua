@@ -2,13 +2,15 @@
 --
 -- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
 -- KEYS[5] dead-letter zset, KEYS[6] dead-letter payloads, KEYS[7] dead-letter reasons
--- ARGV[1] now (ms), then triples: op, id, reason
+-- ARGV[1] unused (dead letters are stamped with the server's clock), then triples: op, id, reason
 --   op "a": acknowledge (forget the payload)
 --   op "n": dead-letter (reason stored when not empty)
 --   op "r": hand back to the head of the queue
 --
 -- Nothing happens for an id that is no longer in the ack set: it was settled already, or a
 -- recovery pass gave it back to the queue (it then runs again: at least once).
+local time = redis.call("time")
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local requeued = 0
 for i = #ARGV - 2, 2, -3 do
     local op, id, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -23,7 +25,7 @@ for i = #ARGV - 2, 2, -3 do
         else
             local payload = redis.call("hget", KEYS[2], id)
             if payload then
-                redis.call("zadd", KEYS[5], ARGV[1], id)
+                redis.call("zadd", KEYS[5], now, id)
                 redis.call("hset", KEYS[6], id, payload)
                 redis.call("hdel", KEYS[2], id)
                 if reason ~= "" then
