@@ -334,9 +334,14 @@ class SQLiteBroker(Broker):
         row = self._db.read(lambda conn: conn.execute(_PEEK, (queue_name, now_ms)).fetchone())
         return None if row is None else int(row[0])
 
-    def _lease(self, queue_name: str, owner: str, limit: int, now_ms: int) -> list[tuple[int, int, bytes]]:
-        params = (owner, now_ms + self.settings.lease_ms, queue_name, now_ms, now_ms, limit)
-        rows: list[tuple[int, int, bytes]] = self._db.write(lambda conn: conn.execute(_LEASE, params).fetchall())
+    def _lease(self, queue_name: str, owner: str, limit: int) -> list[tuple[int, int, bytes]]:
+        def operation(conn: sqlite3.Connection) -> list[tuple[int, int, bytes]]:
+            # The time is read once the write lock is held: waiting for it must not shorten the lease.
+            now_ms = current_millis()
+            params = (owner, now_ms + self.settings.lease_ms, queue_name, now_ms, now_ms, limit)
+            return conn.execute(_LEASE, params).fetchall()
+
+        rows: list[tuple[int, int, bytes]] = self._db.write(operation)
         rows.sort(key=lambda row: (row[1], row[0]))  # RETURNING promises no order
         return rows
 
@@ -443,7 +448,7 @@ class _SQLiteConsumer(Consumer):
             wait_s = _RECHECK_S if due_ms is None else min(_RECHECK_S, (due_ms - now_ms) / 1000)
             self._next_check_s = time.monotonic() + wait_s
             return False
-        rows = self.broker._lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH), now_ms)
+        rows = self.broker._lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH))
         with self._lock:
             self._held += len(rows)
         self._next_check_s = 0.0  # more may be due: peek again on the next call

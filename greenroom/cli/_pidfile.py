@@ -28,11 +28,19 @@ def write_pidfile(path: str, pid: int | None = None) -> None:
             raise PidFileError(f"greenroom is already running with PID {existing} (PID file {path!r})")
         _remove(path)
     try:
-        with open(path, "w", encoding="ascii") as f:
-            f.write(str(pid))
-        os.chmod(path, 0o644)
+        # O_EXCL: of two commands started at the same moment, only one gets the file.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        raise PidFileError(f"greenroom is already starting with PID file {path!r}") from exc
     except OSError as exc:
         raise PidFileError(f"cannot write the PID file {path!r}: {exc.strerror or exc}") from exc
+    try:
+        os.write(fd, str(pid).encode("ascii"))
+        os.fchmod(fd, 0o644)
+    except OSError as exc:
+        raise PidFileError(f"cannot write the PID file {path!r}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 def remove_pidfile(path: str, pid: int | None = None) -> None:

@@ -385,7 +385,10 @@ class Supervisor:
     def _on_worker_exit(self, child: _Child, code: int) -> None:
         if self.state in (_State.STOPPING, _State.KILLING):
             return
-        if not child.booted and self.state is _State.BOOTING:
+        # A worker that cannot boot because the code does not import or the broker cannot be
+        # reached ends the run, at first boot and after a replacement or reload alike.
+        cannot_boot = code in (ExitCode.IMPORT, ExitCode.CONNECTION)
+        if not child.booted and (self.state is _State.BOOTING or cannot_boot):
             logger.critical("Worker process %d failed to boot (%s).", child.index, _describe_exit(code))
             self.fatal_code = code if code > 0 else int(ExitCode.KILLED)
             self._begin_stop(signal.SIGTERM)

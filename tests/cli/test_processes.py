@@ -287,6 +287,16 @@ def test_graceful_stop_finishes_running_tasks_and_requeues_prefetched_ones(
     assert again.pid not in importers
 
 
+def test_a_replacement_that_cannot_import_the_app_ends_the_run(workdir: Path, trees: list[Tree]) -> None:
+    tree = start(trees, workdir, "-p", "2", "-t", "1")
+    tree.wait_ready()
+    with open(workdir / "app.py", "a") as app:
+        app.write("\nraise ImportError('the new code is broken')\n")
+    os.kill(tree.worker_pids()[0], signal.SIGKILL)
+    assert tree.wait_exit(60) == 2, tree.output()
+    assert "failed to boot" in tree.log_text()
+
+
 def test_term_to_the_whole_process_group_is_still_graceful(
     workdir: Path, trees: list[Tree], producer: SQLiteBroker
 ) -> None:

@@ -46,7 +46,8 @@ redis.call("zadd", KEYS[1], now, wid)
 if #queues > 0 then
     redis.call("sadd", KEYS[2], unpack(queues))
 end
-redis.call("pexpire", KEYS[2], ARGV[5])
+-- Never shorter than a dead worker takes to be noticed, or its registry would vanish first.
+redis.call("pexpire", KEYS[2], math.max(tonumber(ARGV[5]), 2 * tonumber(ARGV[4]) + 10000))
 
 local function recover(worker, queue)
     local acks = acks_key(worker, queue)
