@@ -36,6 +36,9 @@ def make_pool(pool: Any, pool_size: int, client_params: dict[str, Any]) -> Any:
     client rather than fail.
     """
     if pool is not None:
+        with pool.reserve() as client:
+            if not client.behaviors.get("cas"):
+                raise ValueError("the memcached pool's clients need compare-and-swap: behaviors={'cas': True}")
         return pool
     params = dict(client_params)
     params.setdefault("servers", ["127.0.0.1:11211"])
