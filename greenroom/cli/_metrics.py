@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 
+from .._lazy import process_exists
 from ..broker import Broker
 
 __all__ = ["install_metrics_middleware", "prepare_metrics_directory"]
@@ -59,18 +60,8 @@ def _sweep_dead_runs(base: str) -> None:
         return
     for name in names:
         pid_text = name[len(_RUN_PREFIX) :]
-        if name.startswith(_RUN_PREFIX) and pid_text.isdigit() and not _alive(int(pid_text)):
+        if name.startswith(_RUN_PREFIX) and pid_text.isdigit() and not process_exists(int(pid_text)):
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def install_metrics_middleware(broker: Broker) -> None:

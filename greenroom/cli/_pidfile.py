@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from .._lazy import process_exists
+
 __all__ = ["PidFileError", "remove_pidfile", "write_pidfile"]
 
 
@@ -24,7 +26,7 @@ def write_pidfile(path: str, pid: int | None = None) -> None:
     if existing == pid:
         return
     if existing is not None:
-        if _is_running(existing):
+        if process_exists(existing):
             raise PidFileError(f"greenroom is already running with PID {existing} (PID file {path!r})")
         _remove(path)
     try:
@@ -65,18 +67,6 @@ def _read_pid(path: str) -> int | None:
         return int(content)
     except ValueError:
         raise PidFileError(f"the PID file {path!r} contains garbage ({content[:20]!r})") from None
-
-
-def _is_running(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists but belongs to someone else
-    return True
 
 
 def _remove(path: str) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._lazy import process_exists
 from ..common import q_name
 from ..logging import get_logger
 from .middleware import Middleware
@@ -191,18 +192,8 @@ def _remove_dead_processes(directory: str) -> None:
     """Drop the live-gauge files of worker processes that no longer exist (killed, crashed)."""
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
         pid_text = os.path.basename(path)[: -len(".db")].rsplit("_", 1)[-1]
-        if pid_text.isdigit() and not _process_exists(int(pid_text)):
+        if pid_text.isdigit() and not process_exists(int(pid_text)):
             _remove_live_files(directory, int(pid_text))
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def serve_metrics() -> int:

@@ -4,10 +4,9 @@ and ``MemcachedBackend`` need the ``redis`` and ``memcached`` extras and are imp
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from typing import Any
 
+from ..._lazy import import_optional
 from .sqlite import SQLiteBackend
 from .stub import StubBackend
 
@@ -18,12 +17,4 @@ _LAZY = {"RedisBackend": (".redis", "redis"), "MemcachedBackend": (".memcached",
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module_name, extra = _LAZY[name]
-    try:
-        module = importlib.import_module(module_name, __name__)
-    except ImportError as exc:
-        warnings.warn(f"{name} needs an extra: pip install 'greenroom[{extra}]'.", ImportWarning, stacklevel=2)
-        raise AttributeError(f"{name} is unavailable: {exc}") from exc
-    return getattr(module, name)
+    return import_optional(__name__, name, _LAZY)
