@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,33 @@ def stub_worker(stub_broker: StubBroker) -> Iterator[Worker]:
 
 #: tests/typing is checked by mypy, not run.
 collect_ignore_glob = ["typing/*"]
+
+
+def redis_client_for(namespace: str) -> tuple[Any, Callable[[], None]]:
+    """A client of the shared Redis and a cleanup that deletes ``<namespace>:*`` (skips or fails when down)."""
+    import redis
+
+    client = redis.Redis()
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", exc)
+
+    def cleanup() -> None:
+        keys = list(client.scan_iter(match=f"{namespace}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+    return client, cleanup
+
+
+def check_memcached(pool: Any) -> None:
+    """Skip (or fail in CI) when the memcached behind ``pool`` does not answer."""
+    import pylibmc
+
+    try:
+        with pool.reserve(block=True) as client:
+            client.get("greenroom-ping")
+    except pylibmc.Error as exc:
+        service_unavailable("memcached", exc)

@@ -8,7 +8,7 @@ import pytest
 
 from greenroom.rate_limits import RateLimiterBackend
 from greenroom.rate_limits.backends import SQLiteBackend, StubBackend
-from tests.conftest import service_unavailable
+from tests.conftest import check_memcached, redis_client_for
 
 BACKENDS = ["stub", "redis", "memcached", "sqlite"]
 
@@ -21,35 +21,16 @@ def make_rate_limiter_backend(name: str, tmp_path: Path) -> tuple[RateLimiterBac
         sqlite_backend = SQLiteBackend(path=tmp_path / "limits.db")
         return sqlite_backend, sqlite_backend.close
     if name == "redis":
-        import redis
-
         from greenroom.rate_limits.backends import RedisBackend
 
         namespace = f"greenroom-test-limits-{uuid.uuid4().hex}"
-        client = redis.Redis()
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            service_unavailable("Redis", exc)
-
-        def cleanup() -> None:
-            keys = list(client.scan_iter(match=f"{namespace}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
-
+        client, cleanup = redis_client_for(namespace)
         return RedisBackend(client=client, namespace=namespace), cleanup
     if name == "memcached":
-        import pylibmc
-
         from greenroom.rate_limits.backends import MemcachedBackend
 
         memcached_backend = MemcachedBackend(servers=["127.0.0.1:11211"])
-        try:
-            with memcached_backend.pool.reserve(block=True) as client:
-                client.get("greenroom-ping")
-        except pylibmc.Error as exc:
-            service_unavailable("memcached", exc)
+        check_memcached(memcached_backend.pool)
         # Tests use unique keys with short TTLs: nothing to delete.
         return memcached_backend, lambda: None
     raise AssertionError(name)

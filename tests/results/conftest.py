@@ -8,7 +8,7 @@ import pytest
 
 from greenroom.results import ResultBackend
 from greenroom.results.backends import SQLiteBackend, StubBackend
-from tests.conftest import service_unavailable
+from tests.conftest import check_memcached, redis_client_for
 
 BACKENDS = ["stub", "redis", "memcached", "sqlite"]
 
@@ -21,35 +21,16 @@ def make_result_backend(name: str, tmp_path: Path) -> tuple[ResultBackend, Calla
         sqlite_backend = SQLiteBackend(path=tmp_path / "results.db")
         return sqlite_backend, sqlite_backend.close
     if name == "redis":
-        import redis
-
         from greenroom.results.backends import RedisBackend
 
         namespace = f"greenroom-test-results-{uuid.uuid4().hex}"
-        client = redis.Redis()
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            service_unavailable("Redis", exc)
-
-        def cleanup() -> None:
-            keys = list(client.scan_iter(match=f"{namespace}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
-
+        client, cleanup = redis_client_for(namespace)
         return RedisBackend(namespace=namespace, use_namespace_prefix_keys=True, client=client), cleanup
     if name == "memcached":
-        import pylibmc
-
         from greenroom.results.backends import MemcachedBackend
 
         memcached_backend = MemcachedBackend(servers=["127.0.0.1:11211"])
-        try:
-            with memcached_backend.pool.reserve(block=True) as client:
-                client.get("greenroom-ping")
-        except pylibmc.Error as exc:
-            service_unavailable("memcached", exc)
+        check_memcached(memcached_backend.pool)
         # Keys are MD5 digests of unique message ids: nothing to delete, they expire.
         return memcached_backend, lambda: None
     raise AssertionError(name)
