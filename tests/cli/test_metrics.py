@@ -46,7 +46,8 @@ APP = textwrap.dedent(
 
     @greenroom.actor(queue_name="slow", max_retries=0)
     def hold(n):
-        while not os.path.exists(os.path.join(MARKERS, "release")):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(MARKERS, "release")) and time.monotonic() < deadline:
             time.sleep(0.02)
     """
 )
