@@ -24,9 +24,7 @@ frozen or cut-off worker's messages are back within ``heartbeat_timeout + 1 s`` 
 lives; a worker starting later recovers them on its first beat. Beats are stamped with the Redis
 server's clock, so hosts whose clocks disagree still agree on who is alive.
 
-**Poison payloads** (not a valid message, or an id without payload) are dead-lettered by the consumer:
-payload in ``<cq>.XQ.msgs``, reason in ``<cq>.XQ.reasons``, an ERROR logged; the rest of the batch runs.
-
+**Poison payloads** (invalid, or an id without payload) go to ``<cq>.XQ`` with the reason in ``<cq>.XQ.reasons``.
 **Connection loss.** Producers and acks retry with backoff for ``retry_timeout`` ms (5 s by default),
 then raise ``ConnectionClosed``; consumers fail fast and the worker reconnects them; fetched messages
 not handed back are returned by the heartbeat thread once Redis is back. Requires Redis ≥ 6.2.
@@ -76,6 +74,7 @@ _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
 def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
     if (broker := ref()) is not None:
         broker._local = threading.local()
+        broker._settle_conn, broker._settle_lock = None, threading.Lock()
 
 
 def _new_id() -> str:
@@ -155,6 +154,9 @@ class RedisBroker(Broker):
         # One connection per thread (or greenlet), outside the pool: saves a checkout per call. A forked
         # child forgets them all: it must never share its parent's sockets (cf. redis-py's _checkpid).
         self._local = threading.local()
+        #: The connection settles go through, and the lock that makes it one caller at a time.
+        self._settle_conn: Any = None
+        self._settle_lock = threading.Lock()
         os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
         self._scripts: dict[str, tuple[str, bytes]] = {}
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
@@ -174,17 +176,22 @@ class RedisBroker(Broker):
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            pool = self.client.connection_pool
-            conn = self._local.conn = pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
+            conn = self._local.conn = self._new_connection()
         return conn
 
-    def _round_trip(self, commands: list[_Command], *, retry: bool = True, script: str = "", sent: bool = False) -> Any:
+    def _new_connection(self) -> Any:
+        pool = self.client.connection_pool
+        return pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
+
+    def _round_trip(
+        self, commands: list[_Command], *, retry: bool = True, script: str = "", sent: bool = False, using: Any = None
+    ) -> Any:
         """Write commands at once (unless ``sent``) with redis-py's packer, read a reply each. Retries
         connection errors for ``retry_timeout`` (every command sent is idempotent); loads ``script`` on
-        NOSCRIPT and resends."""
+        NOSCRIPT and resends, on the connection ``using`` or else this thread's."""
         deadline_s, attempt = time.monotonic() + self.retry_timeout_s, 0
         while True:
-            conn = self._connection()
+            conn = using or self._connection()
             try:
                 with _translate_redis_errors():
                     try:
@@ -206,7 +213,6 @@ class RedisBroker(Broker):
             sent = False
 
     def _execute(self, *args: Any, retry: bool = True) -> Any:
-        """Run one command on this thread's connection."""
         return self._round_trip([args], retry=retry)[0]
 
     def _script(self, name: str) -> tuple[str, bytes]:
@@ -217,10 +223,12 @@ class RedisBroker(Broker):
             script = self._scripts[name] = (hashlib.sha1(source).hexdigest(), source)
         return script
 
-    def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any], *, retry: bool = True) -> Any:
+    def _run_script(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], *, retry: bool = True, conn: Any = None
+    ) -> Any:
         """EVALSHA a packaged script (loaded on NOSCRIPT)."""
         command = ("EVALSHA", self._script(name)[0], len(keys), *keys, *args)
-        return self._round_trip([command], retry=retry, script=name)[0]
+        return self._round_trip([command], retry=retry, script=name, using=conn)[0]
 
     def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
         """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons, own fetch record)."""
@@ -353,6 +361,10 @@ class RedisBroker(Broker):
             self._closing = False
         if getattr(self._local, "conn", None) is not None:  # other threads' close as their threads end
             self._local.conn.disconnect()
+        with self._settle_lock:
+            conn, self._settle_conn = self._settle_conn, None
+        if conn is not None:
+            conn.disconnect()
 
     def _heartbeat_loop(self) -> None:
         logger = get_logger(__name__, "RedisHeartbeat")
@@ -401,7 +413,11 @@ class RedisBroker(Broker):
 
     def _settle(self, queue_name: str, ops: Sequence[_Op], *, retry: bool = True) -> None:
         args = [current_millis(), *(part for op in ops for part in op)]
-        self._run_script("settle", self._queue_keys(queue_name), args, retry=retry)
+        # Every worker thread settles: one shared connection rather than one each (memory on both ends).
+        with self._settle_lock:
+            if self._settle_conn is None:
+                self._settle_conn = self._new_connection()
+            self._run_script("settle", self._queue_keys(queue_name), args, retry=retry, conn=self._settle_conn)
 
 
 class _RedisMessageProxy(MessageProxy):
