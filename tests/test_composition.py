@@ -26,23 +26,15 @@ def limiter_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
 
 
 @pytest.fixture
-def broker(limiter_backend: RateLimiterBackend) -> Iterator[StubBroker]:
-    broker = StubBroker()
-    broker.add_middleware(Results(backend=StubBackend()))
-    broker.add_middleware(GroupCallbacks(limiter_backend))
-    broker.emit_after("process_boot")
-    greenroom.set_broker(broker)
-    yield broker
-    broker.flush_all()
-    broker.close()
+def broker(stub_broker: StubBroker, limiter_backend: RateLimiterBackend) -> StubBroker:
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    stub_broker.add_middleware(GroupCallbacks(limiter_backend))
+    return stub_broker
 
 
 @pytest.fixture
-def worker(broker: StubBroker) -> Iterator[Worker]:
-    worker = Worker(broker, worker_timeout=100, worker_threads=4)
-    worker.start()
-    yield worker
-    worker.stop(timeout=10000)
+def worker(broker: StubBroker, stub_worker: Worker) -> Worker:
+    return stub_worker
 
 
 @pytest.mark.parametrize("limiter_backend", BACKENDS, indirect=True)

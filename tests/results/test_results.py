@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,14 @@ from tests.results.conftest import BACKENDS, make_result_backend
 
 
 @pytest.fixture
-def results_broker(result_backend: ResultBackend) -> Iterator[StubBroker]:
-    broker = StubBroker()
-    broker.add_middleware(Results(backend=result_backend))
-    broker.emit_after("process_boot")
-    greenroom.set_broker(broker)
-    yield broker
-    broker.flush_all()
-    broker.close()
+def results_broker(stub_broker: StubBroker, result_backend: ResultBackend) -> StubBroker:
+    stub_broker.add_middleware(Results(backend=result_backend))
+    return stub_broker
 
 
 @pytest.fixture
-def results_worker(results_broker: StubBroker) -> Iterator[Worker]:
-    worker = Worker(results_broker, worker_timeout=100, worker_threads=4)
-    worker.start()
-    yield worker
-    worker.stop(timeout=10000)
+def results_worker(results_broker: StubBroker, stub_worker: Worker) -> Worker:
+    return stub_worker
 
 
 def test_results_middleware_exposes_its_backend(results_broker: StubBroker, result_backend: ResultBackend) -> None:
