@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from ..common import compute_backoff
 
-__all__ = ["RateLimiterBackend"]
+__all__ = ["RateLimiterBackend", "UpdatingBackend"]
 
 
 class RateLimiterBackend(abc.ABC):
@@ -73,3 +73,29 @@ class RateLimiterBackend(abc.ABC):
     def _is_notified(self, key: str) -> bool:
         """Whether :meth:`wait_notify` was called for ``key`` (for the polling :meth:`wait`)."""
         raise NotImplementedError(f"{type(self).__name__} does not support blocking waits")
+
+
+#: (current value of the key, sum of the other keys) → the new value, or None to refuse.
+Compute = Callable[[int, int], "int | None"]
+
+
+class UpdatingBackend(RateLimiterBackend):
+    """A backend whose counters change by an atomic read-modify-write: it implements :meth:`_update`."""
+
+    @abc.abstractmethod
+    def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
+        """Atomically set ``key`` to ``compute(current, sum of others)``; False when that refuses."""
+
+    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+        return self._update(key, ttl, lambda current, _: None if current + amount > maximum else current + amount, [])
+
+    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
+        return self._update(key, ttl, lambda current, _: None if current - amount < minimum else current - amount, [])
+
+    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
+        def compute(current: int, others_sum: int) -> int | None:
+            if current + amount > maximum or current + others_sum + amount > maximum:
+                return None
+            return current + amount
+
+        return self._update(key, ttl, compute, [k for k in keys() if k != key])

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..._memcached import make_pool, translate_memcached_errors, ttl_seconds
-from ..backend import RateLimiterBackend
+from ..backend import Compute, UpdatingBackend
 
 __all__ = ["MemcachedBackend"]
 
-#: (current value of the key, sum of the other keys) → new value, or None to refuse.
-_Compute = Callable[[int, int], "int | None"]
 
-
-class MemcachedBackend(RateLimiterBackend):
+class MemcachedBackend(UpdatingBackend):
     """Counters in memcached, updated with compare-and-swap loops.
 
     Unlike Dramatiq's, a refused ``incr`` leaves the counter untouched (Dramatiq's increments
@@ -37,7 +33,7 @@ class MemcachedBackend(RateLimiterBackend):
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             return bool(client.add(key, value, time=ttl_seconds(ttl)))
 
-    def _update(self, key: str, ttl: int, compute: _Compute, others: list[str]) -> bool:
+    def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
         """Compare-and-swap ``key`` to ``compute(current, others_sum)`` unless it is None; retry on conflict."""
         expiry = ttl_seconds(ttl)
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
@@ -58,20 +54,6 @@ class MemcachedBackend(RateLimiterBackend):
                         return True
                 elif client.cas(key, new_value, cas_id, time=expiry):
                     return True
-
-    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current + amount > maximum else current + amount, [])
-
-    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current - amount < minimum else current - amount, [])
-
-    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
-        def compute(current: int, others_sum: int) -> int | None:
-            if current + amount > maximum or current + others_sum + amount > maximum:
-                return None
-            return current + amount
-
-        return self._update(key, ttl, compute, [k for k in keys() if k != key])
 
     def wait_notify(self, key: str, ttl: int) -> None:
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:

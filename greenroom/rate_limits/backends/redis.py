@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 
 from ...errors import ConnectionClosed
-from ..backend import RateLimiterBackend
+from ..backend import Compute, UpdatingBackend
 
 __all__ = ["RedisBackend"]
 
@@ -22,7 +22,7 @@ def _translate_redis_errors() -> Iterator[None]:
         raise ConnectionClosed(f"Redis rate-limiter backend: {exc}") from exc
 
 
-class RedisBackend(RateLimiterBackend):
+class RedisBackend(UpdatingBackend):
     """Counters in Redis, as decimal strings, updated with optimistic transactions (WATCH/MULTI).
 
     Keys are Dramatiq's (no prefix) unless ``namespace`` is given, in which case every key is
@@ -50,7 +50,7 @@ class RedisBackend(RateLimiterBackend):
         with _translate_redis_errors():
             return bool(self.client.set(self._key(key), value, px=ttl, nx=True))
 
-    def _update(self, key: str, ttl: int, compute: Callable[[int, int], int | None], others: list[str]) -> bool:
+    def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
         """Set ``key`` to ``compute(current, others_sum)`` unless it is None, atomically.
 
         ``key`` and ``others`` are read under WATCH and ``key`` is written in MULTI; a concurrent
@@ -73,20 +73,6 @@ class RedisBackend(RateLimiterBackend):
                     return True
                 except redis.WatchError:
                     continue
-
-    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current + amount > maximum else current + amount, [])
-
-    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current - amount < minimum else current - amount, [])
-
-    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
-        def compute(current: int, others_sum: int) -> int | None:
-            if current + amount > maximum or current + others_sum + amount > maximum:
-                return None
-            return current + amount
-
-        return self._update(key, ttl, compute, [k for k in keys() if k != key])
 
     def wait(self, key: str, timeout: int | None) -> bool:
         key = self._key(key)
