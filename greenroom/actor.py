@@ -95,19 +95,14 @@ class Actor(Generic[P, R]):
         self, *, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
     ) -> Message[R]:
         """Build a message with options for middleware, without sending it."""
-        for name in ("on_failure", "on_success"):
-            callback = options.get(name)
-            if isinstance(callback, Actor):
-                options[name] = callback.actor_name
-            elif callback is not None and not isinstance(callback, str):
-                raise TypeError(f"{name} value must be an Actor or an actor name, not {type(callback).__name__}")
-        return Message(
-            queue_name=self.queue_name,
-            actor_name=self.actor_name,
-            args=tuple(args),
-            kwargs=kwargs or {},
-            options=options,
-        )
+        if options:
+            for name in ("on_failure", "on_success"):
+                callback = options.get(name)
+                if isinstance(callback, Actor):
+                    options[name] = callback.actor_name
+                elif callback is not None and not isinstance(callback, str):
+                    raise TypeError(f"{name} value must be an Actor or an actor name, not {type(callback).__name__}")
+        return Message(self.queue_name, self.actor_name, args, kwargs or {}, options)
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> Message[R]:
         """Send a message to this actor; returns the message that was enqueued."""

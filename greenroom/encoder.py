@@ -25,11 +25,15 @@ class Encoder(abc.ABC):
         """Convert bytes to a mapping."""
 
 
+#: What ``json.dumps(data, separators=(",", ":"))`` uses, built once instead of on every call.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class JSONEncoder(Encoder):
     """Compact JSON in UTF-8: the wire format every language can produce."""
 
     def encode(self, data: MessageData) -> bytes:
-        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+        return _compact_json(data).encode("utf-8")
 
     def decode(self, data: bytes) -> MessageData:
         text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
+import os
+import random
 import time
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -25,16 +27,39 @@ FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id",
 _REQUIRED = frozenset(FIELDS[:5])
 
 
+#: Random bits for ids: a private generator (``random.seed`` elsewhere cannot make ids repeat), seeded
+#: from the OS and seeded again in every forked child. It spares a system call per id over ``uuid4()``.
+_id_source = random.Random()
+os.register_at_fork(after_in_child=_id_source.seed)
+
+
 def generate_unique_id() -> str:
-    """A fresh message id: a lower-case hyphenated UUID4."""
-    return str(uuid.uuid4())
+    """A fresh message id: a lower-case hyphenated random UUID (version 4, as ``str(uuid.uuid4())``)."""
+    h = f"{_id_source.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _new_sequence() -> None:
+    global _sequence_prefix, _sequence
+    _sequence_prefix, _sequence = generate_unique_id()[:24], itertools.count()
+
+
+_sequence_prefix, _sequence = "", itertools.count()
+_new_sequence()
+os.register_at_fork(after_in_child=_new_sequence)
+
+
+def sequential_id() -> str:
+    """An id shaped like a UUID: a random prefix drawn once per process (again in forked children),
+    then a 12-digit counter. As unique as :func:`generate_unique_id`, and cheaper to make."""
+    return f"{_sequence_prefix}{next(_sequence) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Message(Generic[R]):
     """A message: which actor to run, with what arguments, and the options middleware reads.
 
@@ -50,9 +75,27 @@ class Message(Generic[R]):
     message_id: str = dataclasses.field(default_factory=generate_unique_id)
     message_timestamp: int = dataclasses.field(default_factory=_now_ms)
 
-    def __post_init__(self) -> None:
-        if type(self.args) is not tuple:
-            object.__setattr__(self, "args", tuple(self.args))
+    def __init__(
+        self,
+        queue_name: str,
+        actor_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        message_id: str | None = None,
+        message_timestamp: int | None = None,
+    ) -> None:
+        # The generated __init__ of a frozen dataclass sets each field through object.__setattr__ and
+        # costs more than twice this; every message built goes through here.
+        self.__dict__.update(
+            queue_name=queue_name,
+            actor_name=actor_name,
+            args=args if type(args) is tuple else tuple(args),
+            kwargs=kwargs,
+            options=options,
+            message_id=generate_unique_id() if message_id is None else message_id,
+            message_timestamp=_now_ms() if message_timestamp is None else message_timestamp,
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Message[Any]:

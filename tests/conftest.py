@@ -71,3 +71,18 @@ def check_memcached(pool: Any) -> None:
             client.get("greenroom-ping")
     except pylibmc.Error as exc:
         service_unavailable("memcached", exc)
+
+
+def in_forked_child(make: Callable[[], str]) -> str:
+    """What ``make()`` returns when called in a forked child of this process."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, make().encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        return os.read(read_end, 1000).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
+import uuid
 
 import pytest
 
 import greenroom
 from greenroom import DecodeError, JSONEncoder, Message, PickleEncoder
 from greenroom.brokers.stub import StubBroker
+from greenroom.message import generate_unique_id, sequential_id
+from tests.conftest import in_forked_child
 
 SEVEN_KEYS = ["queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp"]
 
@@ -45,6 +49,32 @@ def test_missing_id_and_timestamp_are_generated() -> None:
     message = Message.decode(b'{"queue_name":"q","actor_name":"a","args":[],"kwargs":{},"options":{}}')
     assert len(message.message_id) == 36
     assert message.message_timestamp > 0
+
+
+def test_message_ids_are_version_4_uuids_that_random_seed_cannot_repeat() -> None:
+    random.seed(7)
+    first = Message("q", "a", (), {}, {}).message_id
+    random.seed(7)
+    second = Message("q", "a", (), {}, {}).message_id
+    assert first != second
+    for message_id in (first, second, generate_unique_id()):
+        parsed = uuid.UUID(message_id)
+        assert (str(parsed), parsed.version, parsed.variant) == (message_id, 4, uuid.RFC_4122)
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    """The id source is seeded again after fork: parent and child must not produce the same ids."""
+    child_id = in_forked_child(generate_unique_id)
+    assert len(child_id) == 36
+    assert child_id != generate_unique_id()
+
+
+def test_sequential_ids_are_unique_per_process_and_after_fork() -> None:
+    ids = {sequential_id() for _ in range(1000)}
+    child_id = in_forked_child(sequential_id)
+    assert len(ids) == 1000
+    assert len(child_id) == 36
+    assert child_id[:24] not in {known[:24] for known in ids}  # the child drew a prefix of its own
 
 
 def test_unknown_options_survive_a_round_trip() -> None:

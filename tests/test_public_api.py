@@ -85,10 +85,10 @@ def test_deprecated_connection_error_alias() -> None:
         _ = greenroom.no_such_name  # type: ignore[attr-defined]
 
 
-def test_import_and_declaration_open_no_file_or_thread(tmp_path: Path) -> None:
+def test_import_and_declaration_open_no_file_thread_or_gevent(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        import os, threading
+        import os, sys, threading
         import greenroom
         assert threading.active_count() == 1, threading.enumerate()
 
@@ -98,6 +98,8 @@ def test_import_and_declaration_open_no_file_or_thread(tmp_path: Path) -> None:
 
         assert threading.active_count() == 1, threading.enumerate()
         assert os.listdir(".") == [], os.listdir(".")
+        greenroom.Worker(greenroom.get_broker())  # builds the default middleware
+        assert "gevent" not in sys.modules  # asking whether gevent patched must not import it
         print("ok", type(greenroom.get_broker()).__name__)
         """
     )

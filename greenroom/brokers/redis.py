@@ -53,7 +53,7 @@ from ..broker import Broker, Consumer, MessageProxy, decode_message
 from ..common import current_millis, dq_name, q_name
 from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
 from ..logging import get_logger
-from ..message import Message
+from ..message import Message, generate_unique_id, sequential_id
 from ..middleware.middleware import Middleware
 
 __all__ = ["RedisBroker"]
@@ -75,12 +75,6 @@ def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
     if (broker := ref()) is not None:
         broker._local = threading.local()
         broker._settle_conn, broker._settle_lock = None, threading.Lock()
-
-
-def _new_id() -> str:
-    """A random UUID4 string (the form ``redis_message_id`` has), 2.5 times faster than ``str(uuid4())``."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 #: One Redis command: its name and arguments.
@@ -237,7 +231,7 @@ class RedisBroker(Broker):
         return (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons", fetched)
 
     def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], str]:
-        redis_id = _new_id()
+        redis_id = sequential_id()  # unique like a uuid4 string, at a fifth of the cost
         queue_name, options = message.queue_name, {**message.options, "redis_message_id": redis_id}
         if delay is not None:
             queue_name = dq_name(queue_name)
@@ -491,7 +485,7 @@ class _RedisConsumer(Consumer):
             lock = broker._fetch_locks.setdefault(self.queue_name, threading.Lock())
         with lock:
             # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
-            token = broker._fetch_tokens.setdefault(self.queue_name, _new_id())
+            token = broker._fetch_tokens.setdefault(self.queue_name, generate_unique_id())
             keys, args = self._fetch_keys, (count, broker.broker_id, current_millis(), self.queue_name, token)
             commands: list[_Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
             if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
