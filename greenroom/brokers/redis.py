@@ -153,6 +153,7 @@ class RedisBroker(Broker):
         self._settle_lock = threading.Lock()
         os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
         self._scripts: dict[str, tuple[str, bytes]] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}  # queue name → _queue_keys
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
         self._consumed: Counter[str] = Counter()
@@ -226,9 +227,13 @@ class RedisBroker(Broker):
 
     def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
         """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons, own fetch record)."""
-        p, xq, me = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ", f"{self.broker_id}.{queue_name}"
-        acks, wake, fetched = f"{p}__acks__.{me}", f"{p}__notify__.{queue_name}", f"{p}__fetch__.{me}"
-        return (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons", fetched)
+        if (keys := self._keys.get(queue_name)) is None:
+            p, xq, me = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ", f"{self.broker_id}.{queue_name}"
+            acks, wake, fetched = f"{p}__acks__.{me}", f"{p}__notify__.{queue_name}", f"{p}__fetch__.{me}"
+            keys = (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons", fetched)
+            if len(self._keys) < 1024:  # bounded, should queue names be made up on the fly
+                self._keys[queue_name] = keys
+        return keys
 
     def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], str]:
         redis_id = sequential_id()  # unique like a uuid4 string, at a fifth of the cost
