@@ -16,6 +16,11 @@ __all__ = ["EventLoopThread", "async_to_sync", "get_event_loop_thread", "set_eve
 
 R = TypeVar("R")
 
+#: How long a cancelled coroutine gets to finish, in seconds.
+_CANCEL_TIMEOUT_S = 1.0
+#: How long stop() waits for the loop thread, in seconds.
+_STOP_TIMEOUT_S = 10.0
+
 #: The process's event loop thread, set by the AsyncIO middleware.
 _event_loop_thread: EventLoopThread | None = None
 
@@ -146,12 +151,6 @@ class EventLoopThread(threading.Thread):
                 raise RuntimeError("Timed out while waiting for coroutine.") from exc
             raise
         return outcome.result()
-
-
-#: How long a cancelled coroutine gets to finish, in seconds.
-_CANCEL_TIMEOUT_S = 1.0
-#: How long stop() waits for the loop thread, in seconds.
-_STOP_TIMEOUT_S = 10.0
 
 
 def _copy_outcome(outcome: concurrent.futures.Future[R], task: asyncio.Task[R]) -> None:

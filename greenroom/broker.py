@@ -60,7 +60,9 @@ class Broker(abc.ABC):
     def __init__(self, middleware: list[Middleware] | None = None) -> None:
         self.logger = get_logger(__name__, type(self))
         self.actors: dict[str, Actor[Any, Any]] = {}
-        self.queues: Any = {}
+        #: Declared queue names: a set, as :meth:`_register_queue` expects (brokers may replace it,
+        #: as the stub broker does with a dict of queues, and override that method to match).
+        self.queues: Any = set()
         self.delay_queues: set[str] = set()
         self.actor_options: set[str] = set()
         self.middleware: list[Middleware] = []

@@ -7,11 +7,11 @@ import datetime
 import itertools
 import os
 import random
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _globals
+from .common import current_millis
 from .errors import DecodeError
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ R = TypeVar("R")
 
 #: The keys of the envelope, in wire order.
 FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+_ALL = frozenset(FIELDS)
 _REQUIRED = frozenset(FIELDS[:5])
 
 
@@ -55,10 +56,6 @@ def sequential_id() -> str:
     return f"{_sequence_prefix}{next(_sequence) & 0xFFFFFFFFFFFF:012x}"
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclasses.dataclass(frozen=True, init=False)
 class Message(Generic[R]):
     """A message: which actor to run, with what arguments, and the options middleware reads.
@@ -73,7 +70,7 @@ class Message(Generic[R]):
     kwargs: dict[str, Any]
     options: dict[str, Any]
     message_id: str = dataclasses.field(default_factory=generate_unique_id)
-    message_timestamp: int = dataclasses.field(default_factory=_now_ms)
+    message_timestamp: int = dataclasses.field(default_factory=current_millis)
 
     def __init__(
         self,
@@ -94,7 +91,7 @@ class Message(Generic[R]):
             kwargs=kwargs,
             options=options,
             message_id=generate_unique_id() if message_id is None else message_id,
-            message_timestamp=_now_ms() if message_timestamp is None else message_timestamp,
+            message_timestamp=current_millis() if message_timestamp is None else message_timestamp,
         )
 
     @classmethod
@@ -178,14 +175,14 @@ Message._field_defaults = {}  # type: ignore[attr-defined]  # namedtuple compati
 _TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("queue_name", str),
     ("actor_name", str),
-    ("args", list),
+    ("args", (list, tuple)),
     ("kwargs", dict),
     ("options", dict),
 )
 
 
-def validate(fields: object) -> dict[str, Any]:
-    """Check that a decoded mapping is a well-formed envelope and return it with ``args`` as a tuple.
+def validate(fields: object) -> Mapping[str, Any]:
+    """Check that a decoded mapping is a well-formed envelope and return it (``Message`` makes ``args`` a tuple).
 
     Raises:
       DecodeError: When it is not a mapping, misses a required key, has an unknown key, or a field
@@ -193,7 +190,7 @@ def validate(fields: object) -> dict[str, Any]:
     """
     if not isinstance(fields, Mapping):
         raise DecodeError(f"a message must be an object, not {type(fields).__name__}", fields, None)
-    unknown = fields.keys() - set(FIELDS)
+    unknown = fields.keys() - _ALL
     if unknown:
         raise DecodeError(f"unknown message fields: {', '.join(sorted(map(str, unknown)))}", fields, None)
     missing = _REQUIRED - fields.keys()
@@ -201,7 +198,7 @@ def validate(fields: object) -> dict[str, Any]:
         raise DecodeError(f"missing message fields: {', '.join(sorted(missing))}", fields, None)
     for name, expected in _TYPES:
         value = fields[name]
-        if not isinstance(value, expected) and not (name == "args" and isinstance(value, tuple)):
+        if not isinstance(value, expected):
             raise DecodeError(f"message field {name!r} must not be {type(value).__name__}", fields, None)
     if not all(isinstance(key, str) for key in fields["kwargs"]):
         raise DecodeError("message field 'kwargs' must have string keys", fields, None)
@@ -210,4 +207,4 @@ def validate(fields: object) -> dict[str, Any]:
     timestamp = fields.get("message_timestamp", 0)
     if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)):
         raise DecodeError("message field 'message_timestamp' must be a number", fields, None)
-    return {**fields, "args": tuple(fields["args"])}
+    return fields

@@ -10,8 +10,8 @@ from collections import defaultdict
 from queue import Empty, PriorityQueue
 from typing import TYPE_CHECKING, Any
 
-from .common import current_millis, getenv_int, is_expected, iter_queue, join_all, q_name
-from .errors import ActorNotFound, BrokerConnectionError, RateLimitExceeded, Retry
+from .common import current_millis, getenv_int, is_expected, iter_queue, join_all, join_queue, q_name
+from .errors import ActorNotFound, BrokerConnectionError, QueueJoinTimeout, RateLimitExceeded, Retry
 from .logging import get_logger
 from .middleware.middleware import SkipMessage
 from .threading import Interrupt
@@ -178,25 +178,22 @@ class Worker:
         Only in-memory work is considered: pair it with ``broker.join(queue)``.
         """
         deadline_s = time.monotonic() + timeout_s
-        while time.monotonic() < deadline_s:
-            for consumer in list(self.consumers.values()):
-                consumer.delay_queue_join(deadline_s)
-            _join_until(self.work_queue, deadline_s)
-            if self.work_queue.unfinished_tasks == 0 and all(
-                c.delay_queue.unfinished_tasks == 0 for c in list(self.consumers.values())
-            ):
-                return
-        raise TimeoutError("worker did not become idle in time")
+        try:
+            # While one queue is joined, work can arrive in another (a retry parked in a delay
+            # queue, a due message fetched into the work queue): repeat until all are idle at once.
+            while True:
+                queues: list[PriorityQueue[Any]] = [c.delay_queue for c in list(self.consumers.values())]
+                queues.append(self.work_queue)
+                for queue in queues:
+                    join_queue(queue, timeout_s=max(0.0, deadline_s - time.monotonic()))
+                if all(queue.unfinished_tasks == 0 for queue in queues):
+                    return
+        except QueueJoinTimeout as exc:
+            raise TimeoutError("worker did not become idle in time") from exc
 
 
 def _remaining_ms(deadline_s: float) -> int:
     return max(0, int((deadline_s - time.monotonic()) * 1000))
-
-
-def _join_until(queue: PriorityQueue[Any], deadline_s: float) -> None:
-    with queue.all_tasks_done:
-        while queue.unfinished_tasks and time.monotonic() < deadline_s:
-            queue.all_tasks_done.wait(min(0.1, max(0.0, deadline_s - time.monotonic())))
 
 
 class _PausableThread(threading.Thread):
@@ -291,9 +288,12 @@ class ConsumerThread(_PausableThread):
         except Exception as exc:
             # One bad message must not restart the consumer: it goes to the dead letters alone.
             self.logger.error("Could not handle message %r; dead-lettering it.", message.message_id, exc_info=True)
-            message.fail()
-            message.stuff_exception(exc)
-            self.post_process_message(message)
+            self._dead_letter(message, exc)
+
+    def _dead_letter(self, message: MessageProxy, exc: Exception) -> None:
+        message.fail()
+        message.stuff_exception(exc)
+        self.post_process_message(message)
 
     def handle_message(self, message: MessageProxy) -> None:
         """Park a message that has an eta; queue any other for the worker threads."""
@@ -317,9 +317,7 @@ class ConsumerThread(_PausableThread):
                 message.message_id,
                 message.actor_name,
             )
-            message.fail()
-            message.stuff_exception(exc)
-            self.post_process_message(message)
+            self._dead_letter(message, exc)
             return
         self.work_queue.put((actor.priority, next(_sequence), message, actor, self))
 
@@ -338,9 +336,6 @@ class ConsumerThread(_PausableThread):
                 self.post_process_message(message)
             finally:
                 self.delay_queue.task_done()
-
-    def delay_queue_join(self, deadline_s: float) -> None:
-        _join_until(self.delay_queue, deadline_s)
 
     def post_process_message(self, message: MessageProxy) -> None:
         """Acknowledge a processed message, or dead-letter it if it failed. Called from worker threads."""

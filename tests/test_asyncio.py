@@ -22,16 +22,11 @@ from greenroom.testing import wait_for
 
 
 @pytest.fixture
-def broker() -> Iterator[StubBroker]:
-    broker = StubBroker()
-    broker.add_middleware(AsyncIO())
-    broker.add_middleware(CurrentMessage())
-    broker.add_middleware(Results(backend=StubBackend()))
-    broker.emit_after("process_boot")
-    greenroom.set_broker(broker)
-    yield broker
-    broker.flush_all()
-    broker.close()
+def broker(stub_broker: StubBroker) -> StubBroker:
+    stub_broker.add_middleware(AsyncIO())
+    stub_broker.add_middleware(CurrentMessage())
+    stub_broker.add_middleware(Results(backend=StubBackend()))
+    return stub_broker
 
 
 @pytest.fixture
@@ -40,6 +35,15 @@ def loop_thread() -> Iterator[EventLoopThread]:
     thread.start(timeout=5)
     yield thread
     thread.stop()
+
+
+async def sleep_until_cancelled(cancelled: threading.Event, seconds: float = 30) -> None:
+    """Sleep, and set ``cancelled`` if the sleep is cancelled (the cancellation is re-raised)."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
 
 
 def start_worker(broker: StubBroker, threads: int = 4) -> Worker:
@@ -118,11 +122,7 @@ def test_a_time_limit_cancels_the_coroutine(broker: StubBroker) -> None:
 
     @greenroom.actor(time_limit=200, max_retries=0)
     async def slow() -> None:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+        await sleep_until_cancelled(cancelled)
 
     @greenroom.actor
     def record(message: dict[str, object], exception: dict[str, str]) -> None:
@@ -147,11 +147,7 @@ def test_a_shutdown_notification_cancels_the_coroutine(broker: StubBroker) -> No
     @greenroom.actor(notify_shutdown=True, max_retries=0)
     async def long_running() -> None:
         started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+        await sleep_until_cancelled(cancelled)
 
     worker = start_worker(broker)
     try:
@@ -217,14 +213,7 @@ def test_a_stopped_loop_refuses_coroutines(loop_thread: EventLoopThread) -> None
 def test_stopping_the_loop_cancels_pending_tasks(loop_thread: EventLoopThread) -> None:
     cancelled = threading.Event()
 
-    async def forever() -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    asyncio.run_coroutine_threadsafe(forever(), loop_thread.loop)
+    asyncio.run_coroutine_threadsafe(sleep_until_cancelled(cancelled, 60), loop_thread.loop)
     wait_for(lambda: len(asyncio.all_tasks(loop_thread.loop)) == 1)
     loop_thread.stop()
     assert cancelled.is_set()

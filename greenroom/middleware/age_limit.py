@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
+from ..common import current_millis
 from ..logging import get_logger
 from .middleware import Middleware, SkipMessage
 
@@ -42,7 +42,7 @@ class AgeLimit(Middleware):
         max_age = message.options.get("max_age") or self._by_actor.get(message.actor_name, self.max_age)
         if not max_age:
             return
-        age_ms = time.time_ns() // 1_000_000 - message.message_timestamp
+        age_ms = current_millis() - message.message_timestamp
         if age_ms >= max_age:
             self.logger.warning(
                 "Message %r has exceeded its age limit (%d ms >= %d ms).", message.message_id, age_ms, max_age

@@ -23,6 +23,7 @@ worker. Exceptions from ``after_*`` hooks are always logged and swallowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -102,6 +103,26 @@ class MiddlewareError(Exception):
 
 class SkipMessage(MiddlewareError):
     """Raised by ``before_process_message`` to skip a message without running its actor."""
+
+
+def enqueue_or_fail(
+    broker: Broker,
+    message: MessageProxy,
+    follow_up: Message[Any],
+    delay: int | None,
+    logger: logging.Logger,
+    what: str,
+) -> None:
+    """Enqueue what a processed message leads to (its retry, the next pipeline step).
+
+    When that cannot be stored, ``message`` is failed: it is dead-lettered rather than
+    acknowledged, so the work it carries is kept instead of lost.
+    """
+    try:
+        broker.enqueue(follow_up, delay=delay)
+    except Exception:
+        logger.error("Could not enqueue %s of message %r; dead-lettering it.", what, message.message_id, exc_info=True)
+        message.fail()
 
 
 class Middleware:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..logging import get_logger
 from ..message import Message
-from .middleware import Middleware
+from .middleware import Middleware, enqueue_or_fail
 
 if TYPE_CHECKING:
     from ..broker import Broker, MessageProxy
@@ -39,13 +39,5 @@ class Pipelines(Middleware):
             pipe_ignore = actor.options.get("pipe_ignore") if actor is not None else False
         if not pipe_ignore:
             next_message = next_message.copy(args=(*next_message.args, result))
-        try:
-            broker.enqueue(next_message, delay=next_message.options.get("delay"))
-        except Exception:
-            # Keep this step as a dead letter rather than ack it and lose the rest of the pipeline.
-            self.logger.error(
-                "Could not enqueue the next step of pipeline message %r; dead-lettering it.",
-                message.message_id,
-                exc_info=True,
-            )
-            message.fail()
+        delay = next_message.options.get("delay")
+        enqueue_or_fail(broker, message, next_message, delay, self.logger, "the next pipeline step")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..common import compute_backoff, is_expected
+from ..common import compute_backoff, current_millis, is_expected
 from ..errors import Retry
 from ..logging import get_logger
-from .middleware import Middleware
+from .middleware import Middleware, enqueue_or_fail
 
 if TYPE_CHECKING:
     from ..broker import Broker, MessageProxy
@@ -80,7 +79,7 @@ class Retries(Middleware):
         options["traceback"] = "".join(
             traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
         )
-        options["requeue_timestamp"] = time.time_ns() // 1_000_000
+        options["requeue_timestamp"] = current_millis()
 
         max_retries = self._resolve("max_retries", options, actor_options, self.max_retries)
         retry_when = actor_options.get("retry_when", self.retry_when)
@@ -103,16 +102,7 @@ class Retries(Middleware):
             _, delay = compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)
 
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
-        try:
-            broker.enqueue(message._message.copy(), delay=delay)
-        except Exception:
-            # The retry could not be stored: keep the message as a dead letter rather than ack it.
-            self.logger.error(
-                "Could not enqueue the retry of message %r; dead-lettering it instead.",
-                message.message_id,
-                exc_info=True,
-            )
-            message.fail()
+        enqueue_or_fail(broker, message, message._message.copy(), delay, self.logger, "the retry")
 
     @staticmethod
     def _resolve(name: str, options: dict[str, Any], actor_options: dict[str, Any], default: Any) -> Any:
