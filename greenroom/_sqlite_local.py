@@ -1,4 +1,5 @@
-"""Per-thread SQLite connections for the SQLite results and rate-limiter backends.
+"""Per-thread SQLite connections, and the expiring key/value table that the SQLite results and
+rate-limiter backends keep in them.
 
 Each thread gets its own connection (SQLite connections must not be shared between threads
 without a global lock, which is what drives "database is locked" in other task queues), opened
@@ -14,10 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .errors import ConnectionClosed, ConnectionFailed
 
-__all__ = ["ThreadLocalConnections", "translate_sqlite_errors"]
+__all__ = ["ExpiringTable", "ThreadLocalConnections", "translate_sqlite_errors"]
+
+#: Expired rows are deleted by a write at most this often, per table instance, in seconds.
+_PURGE_INTERVAL_S = 5.0
 
 
 @contextmanager
@@ -51,15 +56,19 @@ class ThreadLocalConnections:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        #: What a forked child inherited; kept referenced so that the GC never closes it.
+        self._inherited: list[object] = []
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
         if self._pid != os.getpid():
-            # After a fork the parent's connections must not be used (SQLite's locks are per
-            # process): forget them without closing, and open new ones.
+            # After a fork the parent's connections must not be used, nor even closed (a close in
+            # the child can drop locks or remove the WAL the parent still uses): keep them
+            # referenced and open new ones. The lock is replaced: a parent thread may have held it.
+            self._inherited.append((self._local, self._all))
             self._local = threading.local()
-            with self._lock:
-                self._all = []
+            self._all = []
+            self._lock = threading.Lock()
             self._pid = os.getpid()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -135,3 +144,63 @@ class ThreadLocalConnections:
             except sqlite3.ProgrammingError:
                 pass  # closed from another thread than its own: SQLite refuses, the GC closes it
         self._local = threading.local()
+
+
+class ExpiringTable:
+    """A ``key → value`` table of an SQLite file whose rows expire.
+
+    Expiry uses the wall clock (shared between processes): an expired row is invisible at once and
+    overwritten by the next write of its key. Keys are mostly unique (message ids, buckets,
+    barriers), so a write also deletes the expired rows, at most every few seconds per instance.
+
+    Parameters:
+      path: The database file, as for :class:`ThreadLocalConnections`.
+      name: The table's name.
+      value_type: The SQL type of the ``value`` column.
+      busy_timeout_ms: As for :class:`ThreadLocalConnections`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, name: str, value_type: str, busy_timeout_ms: int) -> None:
+        self.name = name
+        schema = (
+            f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, value {value_type} NOT NULL,"
+            f" expires_at INTEGER NOT NULL) WITHOUT ROWID;"
+            f" CREATE INDEX IF NOT EXISTS {name}_expiry ON {name} (expires_at)"
+        )
+        self.connections = ThreadLocalConnections(path, busy_timeout_ms=busy_timeout_ms, schema=schema)
+        self._select = f"SELECT value FROM {name} WHERE key = ? AND expires_at > ?"
+        self._insert = f"INSERT OR REPLACE INTO {name} (key, value, expires_at) VALUES (?, ?, ?)"
+        self._purge = f"DELETE FROM {name} WHERE expires_at <= ?"
+        #: Monotonic time of the last purge; guarded by _purge_lock.
+        self._last_purge_s = 0.0
+        self._purge_lock = threading.Lock()
+
+    def get(self, key: str, now_ms: int, conn: sqlite3.Connection | None = None) -> Any:
+        """The value of an unexpired row, or None; read on ``conn`` (within its transaction) if given."""
+        with translate_sqlite_errors():
+            row = (conn or self.connections.connection()).execute(self._select, (key, now_ms)).fetchone()
+        return None if row is None else row[0]
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection, with SQLite errors translated."""
+        with translate_sqlite_errors(), self.connections.write() as conn:
+            yield conn
+
+    def put(self, conn: sqlite3.Connection, key: str, value: Any, now_ms: int, ttl_ms: int) -> None:
+        """Write a row inside a :meth:`write` transaction, purging expired rows when a purge is due."""
+        conn.execute(self._insert, (key, value, now_ms + int(ttl_ms)))
+        if self._purge_due():
+            conn.execute(self._purge, (now_ms,))
+
+    def _purge_due(self) -> bool:
+        now_s = time.monotonic()
+        with self._purge_lock:
+            if now_s - self._last_purge_s < _PURGE_INTERVAL_S:
+                return False
+            self._last_purge_s = now_s
+            return True
+
+    def close(self) -> None:
+        """Close the table's connections (they reopen on next use)."""
+        self.connections.close()

@@ -16,8 +16,6 @@ __all__ = ["DEFAULT_RESULT_TTL", "Results"]
 #: How long results are kept by default, in milliseconds (10 minutes).
 DEFAULT_RESULT_TTL = 600000
 
-_UNSET: Any = object()
-
 
 class Results(Middleware):
     """Store actor results (and final failures) in a results backend.
@@ -52,13 +50,10 @@ class Results(Middleware):
         actor = broker.actors.get(message.actor_name)
         if actor is None:
             return False, 0
-        values = []
-        for name, default in (("store_results", self.store_results), ("result_ttl", self.result_ttl)):
-            value = message.options.get(name, _UNSET)
-            if value is _UNSET:
-                value = actor.options.get(name, default)
-            values.append(value)
-        return bool(values[0]), int(values[1])
+        options, actor_options = message.options, actor.options
+        store_results = options.get("store_results", actor_options.get("store_results", self.store_results))
+        result_ttl = options.get("result_ttl", actor_options.get("result_ttl", self.result_ttl))
+        return bool(store_results), int(result_ttl)
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None

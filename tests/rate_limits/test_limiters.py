@@ -78,11 +78,17 @@ def test_a_mutex_admits_one_holder(rate_limiter_backend: RateLimiterBackend, key
         assert acquired
 
 
+@pytest.fixture
+def now_ms(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The time the limiters read, in ms, as a one-element list the test moves forward."""
+    now = [1_000_000_000_000]
+    monkeypatch.setattr("greenroom.common.current_millis", lambda: now[0])
+    return now
+
+
 def test_bucket_limiter_counts_per_bucket(
-    rate_limiter_backend: RateLimiterBackend, key: str, monkeypatch: pytest.MonkeyPatch
+    rate_limiter_backend: RateLimiterBackend, key: str, now_ms: list[int]
 ) -> None:
-    now_ms = [1_000_000_000_000]
-    monkeypatch.setattr("greenroom.common.current_millis", lambda: now_ms[0])
     limiter = BucketRateLimiter(rate_limiter_backend, key, limit=2, bucket=10000)
     for expected in (True, True, False):
         with limiter.acquire(raise_on_failure=False) as acquired:
@@ -93,10 +99,8 @@ def test_bucket_limiter_counts_per_bucket(
 
 
 def test_window_limiter_counts_over_the_window(
-    rate_limiter_backend: RateLimiterBackend, key: str, monkeypatch: pytest.MonkeyPatch
+    rate_limiter_backend: RateLimiterBackend, key: str, now_ms: list[int]
 ) -> None:
-    now_ms = [1_000_000_000_000]
-    monkeypatch.setattr("greenroom.common.current_millis", lambda: now_ms[0])
     limiter = WindowRateLimiter(rate_limiter_backend, key, limit=3, window=3)
 
     def attempt() -> bool:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from ...errors import ConnectionClosed
+from ..._redis import make_client, translate_redis_errors
 from ..backend import Compute, UpdatingBackend
 
 __all__ = ["RedisBackend"]
-
-
-@contextmanager
-def _translate_redis_errors() -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise ConnectionClosed(f"Redis rate-limiter backend: {exc}") from exc
 
 
 class RedisBackend(UpdatingBackend):
@@ -38,16 +28,14 @@ class RedisBackend(UpdatingBackend):
     def __init__(
         self, *, client: redis.Redis | None = None, url: str | None = None, namespace: str = "", **redis_params: Any
     ) -> None:
-        if client is None:
-            client = redis.Redis.from_url(url, **redis_params) if url else redis.Redis(**redis_params)
-        self.client = client
+        self.client = make_client(client, url, redis_params)
         self.namespace = namespace
 
     def _key(self, key: str) -> str:
         return f"{self.namespace}:{key}" if self.namespace else key
 
     def add(self, key: str, value: int, ttl: int) -> bool:
-        with _translate_redis_errors():
+        with translate_redis_errors():
             return bool(self.client.set(self._key(key), value, px=ttl, nx=True))
 
     def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
@@ -58,7 +46,7 @@ class RedisBackend(UpdatingBackend):
         """
         key = self._key(key)
         watched = [key, *(self._key(k) for k in others)]
-        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+        with translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(*watched)  # type: ignore[no-untyped-call]
@@ -76,7 +64,7 @@ class RedisBackend(UpdatingBackend):
 
     def wait(self, key: str, timeout: int | None) -> bool:
         key = self._key(key)
-        with _translate_redis_errors():
+        with translate_redis_errors():
             if timeout is not None and timeout < 1:
                 value = self.client.rpoplpush(key, key)
             else:
@@ -86,7 +74,7 @@ class RedisBackend(UpdatingBackend):
 
     def wait_notify(self, key: str, ttl: int) -> None:
         key = self._key(key)
-        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+        with translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.rpush(key, b"x")
             pipe.pexpire(key, ttl)
             pipe.execute()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
-from ..backend import RateLimiterBackend
+from ..backend import Compute, UpdatingBackend
 
 __all__ = ["StubBackend"]
 
@@ -14,7 +13,7 @@ __all__ = ["StubBackend"]
 _SWEEP_INTERVAL_S = 1.0
 
 
-class StubBackend(RateLimiterBackend):
+class StubBackend(UpdatingBackend):
     """Counters in a dict, for tests and single-process use. TTLs are honoured to the millisecond."""
 
     def __init__(self) -> None:
@@ -50,30 +49,12 @@ class StubBackend(RateLimiterBackend):
             self._put(key, value, ttl)
             return True
 
-    def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
+    def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
         with self._cond:
-            value = (self._value(key) or 0) + amount
-            if value > maximum:
+            new_value = compute(self._value(key) or 0, sum(self._value(k) or 0 for k in others))
+            if new_value is None:
                 return False
-            self._put(key, value, ttl)
-            return True
-
-    def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
-        with self._cond:
-            value = (self._value(key) or 0) - amount
-            if value < minimum:
-                return False
-            self._put(key, value, ttl)
-            return True
-
-    def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
-        with self._cond:
-            value = (self._value(key) or 0) + amount
-            if value > maximum:
-                return False
-            if sum(self._value(k) or 0 for k in keys()) + amount > maximum:
-                return False
-            self._put(key, value, ttl)
+            self._put(key, new_value, ttl)
             return True
 
     def wait(self, key: str, timeout: int | None) -> bool:

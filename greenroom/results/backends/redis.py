@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ...errors import ConnectionClosed
+from ..._redis import make_client, translate_redis_errors
 from ..backend import DEFAULT_NAMESPACE, ResultBackend
 from ..result import Missing
 
@@ -16,14 +14,6 @@ if TYPE_CHECKING:
     from ...encoder import Encoder
 
 __all__ = ["RedisBackend"]
-
-
-@contextmanager
-def _translate_redis_errors() -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise ConnectionClosed(f"Redis results backend: {exc}") from exc
 
 
 class RedisBackend(ResultBackend):
@@ -53,17 +43,15 @@ class RedisBackend(ResultBackend):
         **redis_params: Any,
     ) -> None:
         super().__init__(namespace=namespace, encoder=encoder, use_namespace_prefix_keys=use_namespace_prefix_keys)
-        if client is None:
-            client = redis.Redis.from_url(url, **redis_params) if url else redis.Redis(**redis_params)
-        self.client = client
+        self.client = make_client(client, url, redis_params)
 
     def _get(self, message_key: str) -> Any:
-        with _translate_redis_errors():
+        with translate_redis_errors():
             data = self.client.lindex(message_key, 0)
         return Missing if data is None else self._decode(data)
 
     def _get_blocking(self, message_key: str, timeout_ms: int) -> Any:
-        with _translate_redis_errors():
+        with translate_redis_errors():
             if timeout_ms < 1:
                 data = self.client.rpoplpush(message_key, message_key)
             else:
@@ -73,7 +61,7 @@ class RedisBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
-        with _translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
+        with translate_redis_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.delete(message_key)
             pipe.lpush(message_key, data)
             pipe.pexpire(message_key, ttl)

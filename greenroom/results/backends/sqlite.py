@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
-from ..._sqlite_local import ThreadLocalConnections, translate_sqlite_errors
+from ..._sqlite_local import ExpiringTable
+from ...brokers._url import DEFAULT_SQLITE_PATH
 from ...common import current_millis
 from ..backend import DEFAULT_NAMESPACE, ResultBackend
 from ..result import Missing
@@ -18,19 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PATH", "SQLiteBackend"]
 
 #: The default database file: the default SQLite broker's, so one file holds queues and results.
-DEFAULT_PATH = "greenroom.db"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS greenroom_results (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL,
-    expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS greenroom_results_expiry ON greenroom_results (expires_at)
-"""
-
-#: Expired rows are deleted by a store at most this often, per backend instance, in seconds.
-_PURGE_INTERVAL_S = 5.0
+DEFAULT_PATH = DEFAULT_SQLITE_PATH
 
 
 class SQLiteBackend(ResultBackend):
@@ -65,43 +52,19 @@ class SQLiteBackend(ResultBackend):
     ) -> None:
         super().__init__(namespace=namespace, encoder=encoder, use_namespace_prefix_keys=use_namespace_prefix_keys)
         self.path = os.fspath(path)
-        self._connections = ThreadLocalConnections(self.path, busy_timeout_ms=busy_timeout, schema=_SCHEMA)
-        #: Monotonic time of the last purge; a race between threads only means an extra purge.
-        self._last_purge_s = 0.0
-        self._purge_lock = threading.Lock()
+        self._table = ExpiringTable(
+            self.path, name="greenroom_results", value_type="BLOB", busy_timeout_ms=busy_timeout
+        )
 
     def _get(self, message_key: str) -> Any:
-        with translate_sqlite_errors():
-            row = (
-                self._connections.connection()
-                .execute(
-                    "SELECT value FROM greenroom_results WHERE key = ? AND expires_at > ?",
-                    (message_key, current_millis()),
-                )
-                .fetchone()
-            )
-        return Missing if row is None else self._decode(bytes(row[0]))
+        data = self._table.get(message_key, current_millis())
+        return Missing if data is None else self._decode(bytes(data))
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
-        now_ms = current_millis()
-        purge = self._should_purge()
-        with translate_sqlite_errors(), self._connections.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO greenroom_results (key, value, expires_at) VALUES (?, ?, ?)",
-                (message_key, data, now_ms + int(ttl)),
-            )
-            if purge:
-                conn.execute("DELETE FROM greenroom_results WHERE expires_at <= ?", (now_ms,))
-
-    def _should_purge(self) -> bool:
-        now_s = time.monotonic()
-        with self._purge_lock:
-            if now_s - self._last_purge_s < _PURGE_INTERVAL_S:
-                return False
-            self._last_purge_s = now_s
-            return True
+        with self._table.write() as conn:
+            self._table.put(conn, message_key, data, current_millis(), ttl)
 
     def close(self) -> None:
         """Close this backend's connections (they reopen on next use)."""
-        self._connections.close()
+        self._table.close()

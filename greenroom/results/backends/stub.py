@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from ..backend import DEFAULT_NAMESPACE, ResultBackend
+from ..backend import ResultBackend
 from ..result import Missing
-
-if TYPE_CHECKING:
-    from ...encoder import Encoder
 
 __all__ = ["StubBackend"]
 
@@ -36,15 +33,6 @@ class StubBackend(ResultBackend):
     _lock: ClassVar[threading.Condition] = threading.Condition()
     #: Monotonic time of the last sweep of expired results; guarded by _lock.
     _last_sweep_s: ClassVar[float] = 0.0
-
-    def __init__(
-        self,
-        *,
-        namespace: str = DEFAULT_NAMESPACE,
-        encoder: Encoder | None = None,
-        use_namespace_prefix_keys: bool = False,
-    ) -> None:
-        super().__init__(namespace=namespace, encoder=encoder, use_namespace_prefix_keys=use_namespace_prefix_keys)
 
     def _get(self, message_key: str) -> Any:
         with self._lock:
