@@ -7,19 +7,27 @@ greenroom, so the standard library is patched before any greenroom thread class 
 from __future__ import annotations
 
 import sys
+import sysconfig
+import warnings
 
 
 def main() -> int:
     """Patch with gevent, then run the ``greenroom`` command line; returns its exit code."""
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        warnings.warn(
+            "greenroom-gevent runs on a free-threaded Python; the plain greenroom command may serve you better.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
     try:
         from gevent import monkey
     except ImportError:
         sys.stderr.write("greenroom-gevent: gevent is not installed; pip install 'greenroom[gevent]'\n")
         return 1
     monkey.patch_all()
-    from greenroom.cli._gevent import main as gevent_main
+    from greenroom.cli import main as cli_main
 
-    return gevent_main()
+    return cli_main()
 
 
 if __name__ == "__main__":

@@ -203,6 +203,59 @@ def send_paced(noop: Any, count: int = LATENCY_COUNT, rate: int = LATENCY_RATE) 
             time.sleep(pause)
 
 
+def measure_system(
+    script: str,
+    make_broker: MakeBroker,
+    system: str,
+    target: str,
+    namespace: str,
+    count: int,
+    *,
+    queue_name: str = QUEUE,
+    latency_count: int = LATENCY_COUNT,
+) -> dict[str, float]:
+    """Every number of ``system`` but the ``send`` rate (see :func:`measure_enqueue`).
+
+    Batch and ``group`` enqueue rates in this process, then the drain rate and the latency of one
+    worker process started from ``script`` (which calls :func:`child` with ``--child``), and that
+    process's peak RSS. The caller deletes what was written under ``namespace`` afterwards.
+    """
+    broker, noop = make_producer(make_broker, system, target, namespace, queue_name)
+    results: dict[str, float] = {}
+    group_class: Any
+    if system == "greenroom":
+        from greenroom import group as group_class
+
+        results["batch"] = best_rate(
+            count, lambda: broker.enqueue_many(noop.message() for _ in range(count)), lambda: broker.flush(queue_name)
+        )
+    else:
+        from dramatiq import group as group_class
+
+        results["batch"] = float("nan")  # Dramatiq has no batch API
+    results["group"] = best_rate(
+        count,
+        lambda: group_class([noop.message() for _ in range(count)], broker=broker).run(),
+        lambda: broker.flush(queue_name),
+    )
+
+    # Drain exactly `count` messages: drop the extra ones sent above.
+    broker.flush(queue_name)
+    for _ in range(count):
+        noop.send()
+    drained = finish(spawn(script, system, target, namespace, "drain", count))
+    results["drain"] = drained["rate"]
+
+    proc = spawn(script, system, target, namespace, "latency", latency_count)
+    time.sleep(0.5)
+    send_paced(noop, latency_count)
+    latency = finish(proc)
+    results["p50"], results["p99"] = latency["p50"], latency["p99"]
+    results["rss"] = max(drained["rss_mb"], latency["rss_mb"])
+    broker.close()
+    return results
+
+
 def print_table(ours: dict[str, float], theirs: dict[str, float], rows: Sequence[tuple[str, str, bool]]) -> None:
     """Print ``rows`` of (label, key, higher is better) with greenroom/Dramatiq ratios."""
     print(f"{'':38}{'greenroom':>12}{'Dramatiq':>12}{'ratio':>9}")

@@ -31,15 +31,12 @@ import pika
 from _common import (
     STANDARD_ROWS,
     SYSTEMS,
-    best_rate,
     child,
-    finish,
     is_child,
     make_producer,
     measure_enqueue,
+    measure_system,
     print_table,
-    send_paced,
-    spawn,
 )
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -62,44 +59,12 @@ def new_queue_name(system: str) -> str:
 
 def measure(system: str, url: str, count: int, latency_count: int) -> dict[str, float]:
     queue = new_queue_name(system)
-    results: dict[str, float] = {}
     try:
-        broker, noop = make_producer(make_broker, system, url, queue, queue)
-        group_class: Any
-        if system == "greenroom":
-            from greenroom import group as group_class
-
-            results["batch"] = best_rate(
-                count, lambda: broker.enqueue_many(noop.message() for _ in range(count)), lambda: broker.flush(queue)
-            )
-        else:
-            from dramatiq import group as group_class
-
-            results["batch"] = float("nan")  # Dramatiq has no batch API
-        results["group"] = best_rate(
-            count,
-            lambda: group_class([noop.message() for _ in range(count)], broker=broker).run(),
-            lambda: broker.flush(queue),
+        return measure_system(
+            __file__, make_broker, system, url, queue, count, queue_name=queue, latency_count=latency_count
         )
-
-        # Drain exactly `count` messages: drop the extra ones sent above.
-        broker.flush(queue)
-        for _ in range(count):
-            noop.send()
-        drained = finish(spawn(__file__, system, url, queue, "drain", count))
-        results["drain"] = drained["rate"]
-        results["rss_drain"] = drained["rss_mb"]
-
-        proc = spawn(__file__, system, url, queue, "latency", latency_count)
-        time.sleep(0.5)
-        send_paced(noop, latency_count)
-        latency = finish(proc)
-        results["p50"], results["p99"] = latency["p50"], latency["p99"]
-        results["rss"] = max(results["rss_drain"], latency["rss_mb"])
-        broker.close()
     finally:
         delete_queues(url, [queue])
-    return results
 
 
 class RawPublisher:

@@ -20,25 +20,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import uuid
 from typing import Any
 
 import redis
 from _common import (
-    LATENCY_COUNT,
-    QUEUE,
     STANDARD_ROWS,
     SYSTEMS,
-    best_rate,
     child,
-    finish,
     is_child,
     make_producer,
     measure_enqueue,
+    measure_system,
     print_table,
-    send_paced,
-    spawn,
 )
 
 
@@ -55,43 +49,10 @@ def make_broker(system: str, url: str, namespace: str) -> Any:
 
 def measure(system: str, url: str, count: int) -> dict[str, float]:
     namespace = f"bench-{system}-{uuid.uuid4().hex[:8]}"
-    broker, noop = make_producer(make_broker, system, url, namespace)
-    results: dict[str, float] = {}
     try:
-        group_class: Any
-        if system == "greenroom":
-            from greenroom import group as group_class
-
-            results["batch"] = best_rate(
-                count, lambda: broker.enqueue_many(noop.message() for _ in range(count)), lambda: broker.flush(QUEUE)
-            )
-        else:
-            from dramatiq import group as group_class
-
-            results["batch"] = float("nan")  # Dramatiq has no batch API
-        results["group"] = best_rate(
-            count,
-            lambda: group_class([noop.message() for _ in range(count)], broker=broker).run(),
-            lambda: broker.flush(QUEUE),
-        )
-
-        # Drain exactly `count` messages: drop the extra ones sent above.
-        broker.flush(QUEUE)
-        for _ in range(count):
-            noop.send()
-        drained = finish(spawn(__file__, system, url, namespace, "drain", count))
-        results["drain"] = drained["rate"]
-        results["rss_drain"] = drained["rss_mb"]
-
-        proc = spawn(__file__, system, url, namespace, "latency", LATENCY_COUNT)
-        time.sleep(0.5)
-        send_paced(noop)
-        latency = finish(proc)
-        results["p50"], results["p99"] = latency["p50"], latency["p99"]
-        results["rss"] = max(results["rss_drain"], latency["rss_mb"])
+        return measure_system(__file__, make_broker, system, url, namespace, count)
     finally:
         delete_namespace(url, namespace)
-    return results
 
 
 def measure_send(url: str, count: int) -> tuple[float, float]:

@@ -29,16 +29,16 @@ import greenroom
 from greenroom.brokers.sqlite import SQLiteBroker, SQLiteSettings
 
 
-def _measure(
-    send: Callable[[], Any], start_worker: Callable[[], Any], join: Callable[[], None], count: int
-) -> tuple[float, float]:
+def _measure(broker: Any, worker_class: Any, send: Callable[[], Any], count: int, threads: int) -> tuple[float, float]:
+    """Enqueue and drain rates of ``count`` sends on ``broker`` (greenroom and Dramatiq share this API)."""
     started = time.perf_counter()
     for _ in range(count):
         send()
     enqueue_s = time.perf_counter() - started
     started = time.perf_counter()
-    worker = start_worker()
-    join()
+    worker = worker_class(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    broker.join("bench")
     drain_s = time.perf_counter() - started
     worker.stop()
     return count / enqueue_s, count / drain_s
@@ -54,13 +54,8 @@ def bench_greenroom(count: int, threads: int, synchronous: str) -> tuple[float, 
         def noop() -> None:
             pass
 
-        def start_worker() -> greenroom.Worker:
-            worker = greenroom.Worker(broker, worker_threads=threads, worker_timeout=100)
-            worker.start()
-            return worker
-
         try:
-            return _measure(noop.send, start_worker, lambda: broker.join("bench"), count)
+            return _measure(broker, greenroom.Worker, noop.send, count, threads)
         finally:
             broker.close()
 
@@ -87,13 +82,8 @@ def bench_dramatiq_redis(count: int, threads: int) -> tuple[float, float] | None
     def noop() -> None:
         pass
 
-    def start_worker() -> Any:
-        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
-        worker.start()
-        return worker
-
     try:
-        return _measure(noop.send, start_worker, lambda: broker.join("bench"), count)
+        return _measure(broker, dramatiq.Worker, noop.send, count, threads)
     finally:
         keys = list(client.scan_iter(match=f"{namespace}:*"))
         if keys:

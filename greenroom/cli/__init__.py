@@ -20,7 +20,7 @@ from typing import NoReturn
 from .. import __version__
 from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
-from ._exit_codes import ExitCode
+from ._exit_codes import ExitCode, StartupError
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
 from ._metrics import prepare_metrics_directory
 from ._pidfile import PidFileError, remove_pidfile, write_pidfile
@@ -30,14 +30,6 @@ from ._watch import check_watch_prerequisites, start_watcher
 __all__ = ["ExitCode", "main", "make_argument_parser"]
 
 logger = logging.getLogger("greenroom.MainProcess")
-
-
-class _SetupError(Exception):
-    """The command cannot start; the message is the one line shown to the user."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -53,7 +45,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     options = parse_args(args)
     try:
         output = prepare_environment(options)
-    except _SetupError as exc:
+    except StartupError as exc:
         sys.stderr.write(f"greenroom: {exc}\n")
         return int(exc.code)
     return run(options, output)
@@ -69,21 +61,21 @@ def prepare_environment(options: CliOptions) -> LogOutput:
     """Set up the main process: import path, ``--watch`` checks, PID file and the log stream.
 
     Raises:
-      _SetupError: When one of them is not possible.
+      StartupError: When one of them is not possible.
     """
     for path in options.path:
         sys.path.insert(0, path)
     if options.watch:
         problem = check_watch_prerequisites()
         if problem:
-            raise _SetupError(ExitCode.IMPORT, problem)
+            raise StartupError(ExitCode.IMPORT, problem)
     if options.pid_file:
         _write_pidfile(options.pid_file)
     prepare_metrics_directory()
     try:
         output = LogOutput(options.log_file)
     except OSError as exc:
-        raise _SetupError(ExitCode.IMPORT, f"cannot open the log file {options.log_file!r}: {exc.strerror}") from exc
+        raise StartupError(ExitCode.IMPORT, f"cannot open the log file {options.log_file!r}: {exc.strerror}") from exc
     if not options.skip_logging:
         configure_main_logging(output, options.verbose)
     return output
@@ -93,7 +85,7 @@ def _write_pidfile(path: str) -> None:
     try:
         write_pidfile(path)
     except PidFileError as exc:
-        raise _SetupError(ExitCode.PIDFILE, str(exc)) from exc
+        raise StartupError(ExitCode.PIDFILE, str(exc)) from exc
     atexit.register(remove_pidfile, path, os.getpid())
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import __version__
+from .._globals import BROKER_URL_ENV
 
 __all__ = ["CliOptions", "make_argument_parser", "options_from_namespace", "redact_url"]
 
@@ -62,24 +64,19 @@ class CliOptions:
     burst: bool = False
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers of at least ``minimum``."""
 
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value!r} must be at least {minimum}")
+        return number
 
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
-    return number
+    return parse
 
 
 def _fork_timeout(value: str) -> float:
@@ -126,8 +123,9 @@ def make_argument_parser(prog: str = "greenroom") -> argparse.ArgumentParser:
 
 def _add_process_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--processes", "-p", type=_positive_int, default=DEFAULT_PROCESSES, help="worker processes (default: CPUs)")
-    add("--threads", "-t", type=_positive_int, default=DEFAULT_THREADS, help="worker threads per process (default: 8)")
+    positive = _int_at_least(1)
+    add("--processes", "-p", type=positive, default=DEFAULT_PROCESSES, help="worker processes (default: CPUs)")
+    add("--threads", "-t", type=positive, default=DEFAULT_THREADS, help="worker threads per process (default: 8)")
     add("--path", "-P", nargs="*", type=str, default=".", help="directories added to the import path (default: .)")
     add("--queues", "-Q", nargs="*", type=str, help="consume only these queues (default: all)")
     add("--pid-file", type=str, help="write the PID of the main process to this file")
@@ -153,7 +151,7 @@ def _add_process_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--worker-shutdown-timeout",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         default=600_000,
         metavar="MS",
         help="how long worker processes wait for running messages on shutdown (default: 600000)",
@@ -222,7 +220,7 @@ def options_from_namespace(namespace: argparse.Namespace) -> CliOptions:
 
 def broker_url_from_environment() -> str | None:
     """The broker URL the environment configures, if any (used to name the broker in errors)."""
-    return os.environ.get("greenroom_broker_url") or os.environ.get("dramatiq_broker_url") or None
+    return os.environ.get(BROKER_URL_ENV) or os.environ.get("dramatiq_broker_url") or None
 
 
 def redact_url(url: str) -> str:

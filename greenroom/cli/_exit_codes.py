@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ExitCode"]
+__all__ = ["ExitCode", "StartupError"]
 
 
 class ExitCode(enum.IntEnum):
@@ -21,3 +21,14 @@ class ExitCode(enum.IntEnum):
     CONNECTION = 3
     #: The PID file is held by a running process, holds garbage, or cannot be written.
     PIDFILE = 4
+
+
+class StartupError(Exception):
+    """The main process or a worker process cannot start.
+
+    ``code`` is the exit code; the message is the one line shown to the user (or logged).
+    """
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

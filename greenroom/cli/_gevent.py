@@ -1,31 +1,12 @@
-"""``greenroom-gevent``: the ``greenroom`` command with gevent's monkey patches applied first."""
+"""Re-importing greenroom under gevent in a spawned worker process (``greenroom-gevent --use-spawn``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
-import sysconfig
-import warnings
 from typing import Any
 
-__all__ = ["main", "patch_and_reimport"]
-
-
-def main() -> int:
-    """Patch the standard library with gevent, then run the ``greenroom`` command."""
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        warnings.warn(
-            "greenroom-gevent runs on a free-threaded Python; the plain greenroom command may serve you better.",
-            RuntimeWarning,
-            stacklevel=1,
-        )
-    try:
-        cli = patch_and_reimport("greenroom.cli")
-    except ImportError:
-        sys.stderr.write("greenroom-gevent: gevent is not installed; pip install 'greenroom[gevent]'\n")
-        return 1
-    result: int = cli.main()
-    return result
+__all__ = ["patch_and_reimport"]
 
 
 def patch_and_reimport(module_name: str) -> Any:
@@ -47,7 +28,3 @@ def patch_and_reimport(module_name: str) -> Any:
         for name in [n for n in sys.modules if n == "greenroom" or n.startswith("greenroom.")]:
             del sys.modules[name]
     return importlib.import_module(module_name)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,13 +20,12 @@ import tempfile
 
 from .._lazy import process_exists
 from ..broker import Broker
+from ..middleware.prometheus import MULTIPROC_ENV, Prometheus
 
 __all__ = ["install_metrics_middleware", "prepare_metrics_directory"]
 
 #: Each run's directory is ``<base>/greenroom-prometheus-<main pid>``.
 _RUN_PREFIX = "greenroom-prometheus-"
-#: The variables prometheus_client reads to find its multiprocess directory.
-_MULTIPROC_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 
 def prepare_metrics_directory() -> str | None:
@@ -46,7 +45,7 @@ def prepare_metrics_directory() -> str | None:
     # A reload re-executes this process with the same pid: its counters start again from zero.
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
-    for name in _MULTIPROC_VARIABLES:
+    for name in MULTIPROC_ENV:
         os.environ[name] = directory
     atexit.register(shutil.rmtree, directory, True)
     return directory
@@ -66,9 +65,7 @@ def _sweep_dead_runs(base: str) -> None:
 
 def install_metrics_middleware(broker: Broker) -> None:
     """Add the Prometheus middleware to a worker's broker when this run collects metrics."""
-    if not any(os.environ.get(name) for name in _MULTIPROC_VARIABLES):
+    if not any(os.environ.get(name) for name in MULTIPROC_ENV):
         return
-    from ..middleware.prometheus import Prometheus
-
     if not any(isinstance(m, Prometheus) for m in broker.middleware):
         broker.add_middleware(Prometheus())

@@ -21,10 +21,10 @@ from ..threading import is_gevent_active
 from ..worker import Worker
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
-from ._exit_codes import ExitCode
+from ._exit_codes import ExitCode, StartupError
 from ._metrics import install_metrics_middleware
 
-__all__ = ["BootFailure", "WorkerSpec", "import_broker", "import_object", "run_worker"]
+__all__ = ["WorkerSpec", "import_broker", "import_object", "run_worker"]
 
 #: How often (s) the main thread of a worker process checks whether to stop.
 POLL_INTERVAL_S = 0.1
@@ -53,14 +53,6 @@ class WorkerSpec:
     gevent: bool = False
     #: The broker URL from the environment, to name the broker in connection errors.
     broker_url: str | None = None
-
-
-class BootFailure(Exception):
-    """A worker process could not boot; ``code`` is its exit code and the message the one line to log."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _StopState:
@@ -141,7 +133,7 @@ def _install_signal_handlers(state: _StopState) -> None:
 def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger: logging.Logger) -> ExitCode:
     try:
         broker, worker, forks = _boot(spec)
-    except BootFailure as failure:
+    except StartupError as failure:
         logger.critical("%s", failure)
         _report(pipes, ("failed", int(failure.code)))
         return failure.code
@@ -151,7 +143,7 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
         return ExitCode.KILLED
     _report(pipes, ("booted", forks))
     logger.info("Worker process is ready for action.")
-    _wait_until_stopped(spec, broker, worker, state)
+    _wait_until_stopped(spec, broker, worker, state, logger)
     logger.info("Stopping worker process...")
     worker.stop(timeout=spec.shutdown_timeout_ms)
     broker.close()
@@ -167,7 +159,7 @@ def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
         for module in spec.modules:
             importlib.import_module(module)
     except ImportError as exc:
-        raise BootFailure(ExitCode.IMPORT, f"Could not import {_describe_import(spec, exc)}: {exc}") from exc
+        raise StartupError(ExitCode.IMPORT, f"Could not import {_describe_import(spec, exc)}: {exc}") from exc
     forks = [f"{fork.__module__}:{fork.__qualname__}" for m in broker.middleware for fork in m.forks]
     worker = Worker(broker, queues=set(spec.queues) if spec.queues else None, worker_threads=spec.threads)
     try:
@@ -175,7 +167,7 @@ def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
         worker.start()
     except (BrokerConnectionError, OSError) as exc:
         where = _describe_broker(broker, spec)
-        raise BootFailure(ExitCode.CONNECTION, _scrub(f"Cannot connect to the broker {where}: {exc}", spec)) from exc
+        raise StartupError(ExitCode.CONNECTION, _scrub(f"Cannot connect to the broker {where}: {exc}", spec)) from exc
     return broker, worker, forks
 
 
@@ -230,7 +222,9 @@ def _queue_is_empty(broker: Broker, queue_name: str, timeout_ms: int) -> bool:
     return True
 
 
-def _wait_until_stopped(spec: WorkerSpec, broker: Broker, worker: Worker, state: _StopState) -> None:
+def _wait_until_stopped(
+    spec: WorkerSpec, broker: Broker, worker: Worker, state: _StopState, logger: logging.Logger
+) -> None:
     next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S
     drained_before = False
     while not state.stop_requested:
@@ -240,7 +234,7 @@ def _wait_until_stopped(spec: WorkerSpec, broker: Broker, worker: Worker, state:
             # memory between the probes of one check cannot make both look empty.
             drained = _is_drained(broker, worker)
             if drained and drained_before:
-                logging.getLogger(f"greenroom.WorkerProcess({spec.index})").info("Queues are drained.")
+                logger.info("Queues are drained.")
                 return
             drained_before = drained
             next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S

@@ -13,14 +13,15 @@ that died.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._lazy import process_exists
-from ..common import q_name
+from ..common import getenv_int, q_name
 from ..logging import get_logger
 from .middleware import Middleware
 
@@ -38,6 +39,14 @@ DEFAULT_PORT = 9191
 BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000, 60000, 600000, 900000)
 #: The environment variables prometheus_client reads to find the multiprocess directory.
 MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+class _HotSeries(NamedTuple):
+    """The labelled children of one (queue, actor) pair that every processed message updates."""
+
+    inprogress: Any
+    duration: Any
+    total: Any
 
 
 class Prometheus(Middleware):
@@ -62,35 +71,18 @@ class Prometheus(Middleware):
 
         self.logger = get_logger(__name__, type(self))
         self.prefix = prefix
-        labels = ["queue_name", "actor_name"]
         #: A private registry: several brokers in one process must not clash in the global one.
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        self.total = prom.Counter(
-            f"{prefix}_messages", "The total number of messages processed.", labels, registry=self.registry
-        )
-        self.errors = prom.Counter(
-            f"{prefix}_message_errors", "The total number of errored messages.", labels, registry=self.registry
-        )
-        self.retries = prom.Counter(
-            f"{prefix}_message_retries", "The total number of retried messages.", labels, registry=self.registry
-        )
-        self.rejects = prom.Counter(
-            f"{prefix}_message_rejects", "The total number of dead-lettered messages.", labels, registry=self.registry
-        )
-        self.inprogress = prom.Gauge(
-            f"{prefix}_messages_inprogress",
-            "The number of messages in progress.",
-            labels,
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
-        self.delayed = prom.Gauge(
-            f"{prefix}_delayed_messages_inprogress",
-            "The number of delayed messages in memory.",
-            labels,
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
+        labels = ("queue_name", "actor_name")
+        counter = functools.partial(prom.Counter, labelnames=labels, registry=self.registry)
+        # livesum: the exposition sums the live worker processes, and a dead one's share goes away.
+        gauge = functools.partial(prom.Gauge, labelnames=labels, registry=self.registry, multiprocess_mode="livesum")
+        self.total = counter(f"{prefix}_messages", "The total number of messages processed.")
+        self.errors = counter(f"{prefix}_message_errors", "The total number of errored messages.")
+        self.retries = counter(f"{prefix}_message_retries", "The total number of retried messages.")
+        self.rejects = counter(f"{prefix}_message_rejects", "The total number of dead-lettered messages.")
+        self.inprogress = gauge(f"{prefix}_messages_inprogress", "The number of messages in progress.")
+        self.delayed = gauge(f"{prefix}_delayed_messages_inprogress", "The number of delayed messages in memory.")
         self.duration = prom.Histogram(
             f"{prefix}_message_duration_milliseconds",
             "The time spent processing messages.",
@@ -98,6 +90,11 @@ class Prometheus(Middleware):
             buckets=BUCKETS,
             registry=self.registry,
         )
+        #: (queue_name as sent, actor_name) → the series every processed message updates. Resolving
+        #: labels costs more than updating a sample, so it is done once per pair, not per message.
+        #: Worker threads read and fill it without a lock: two threads that miss at once build the
+        #: same children (``labels`` returns the existing one) and store equal tuples.
+        self._hot: dict[tuple[str, str], _HotSeries] = {}
         #: id of the message proxy → monotonic start (two copies of one message may run at once);
         #: only messages counted in progress are here, which keeps the gauge from going negative
         #: on skips. Worker threads touch it, under _lock.
@@ -112,6 +109,17 @@ class Prometheus(Middleware):
 
     def _labels(self, message: MessageProxy | Message[Any]) -> tuple[str, str]:
         return q_name(message.queue_name), message.actor_name
+
+    def _hot_series(self, message: MessageProxy) -> _HotSeries:
+        key = (message.queue_name, message.actor_name)
+        series = self._hot.get(key)
+        if series is None:
+            labels = (q_name(key[0]), key[1])
+            series = _HotSeries(
+                self.inprogress.labels(*labels), self.duration.labels(*labels), self.total.labels(*labels)
+            )
+            self._hot[key] = series
+        return series
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
         # A retry is enqueued onto the delay queue once; moving it back when due is not a retry.
@@ -135,22 +143,22 @@ class Prometheus(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         with self._lock:
             self._started[id(message)] = time.monotonic()
-        self.inprogress.labels(*self._labels(message)).inc()
+        self._hot_series(message).inprogress.inc()
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        labels = self._labels(message)
+        series = self._hot_series(message)
         with self._lock:
             start = self._started.pop(id(message), None)
         if start is not None:
-            self.inprogress.labels(*labels).dec()
-            self.duration.labels(*labels).observe((time.monotonic() - start) * 1000)
+            series.inprogress.dec()
+            series.duration.observe((time.monotonic() - start) * 1000)
         else:
-            self.duration.labels(*labels).observe(0)
-        self.total.labels(*labels).inc()
+            series.duration.observe(0)
+        series.total.inc()
         if exception is not None:
-            self.errors.labels(*labels).inc()
+            self.errors.labels(*self._labels(message)).inc()
 
     after_skip_message = after_process_message
 
@@ -213,7 +221,9 @@ def serve_metrics() -> int:
         logger.error("No multiprocess directory is set; metrics cannot be collected.")
         return 1
     host = os.environ.get("greenroom_prom_host") or os.environ.get("dramatiq_prom_host") or DEFAULT_HOST
-    port = int(os.environ.get("greenroom_prom_port") or os.environ.get("dramatiq_prom_port") or DEFAULT_PORT)
+    port = getenv_int("greenroom_prom_port")
+    if port is None:
+        port = DEFAULT_PORT
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         _remove_dead_processes(directory)

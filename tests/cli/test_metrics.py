@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from greenroom.testing import wait_for
+from tests.cli._trees import Tree, app_env
 
 parser = pytest.importorskip("prometheus_client.parser")
 
@@ -60,37 +60,29 @@ def free_port() -> int:
 
 
 class Run:
+    """A ``greenroom`` run of two worker processes whose metrics are served on a free port."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.markers = workdir / "markers"
         self.markers.mkdir()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("greenroom_", "dramatiq_", "PROMETHEUS"))}
-        self.env.update(
-            GR_TEST_DB=str(workdir / "broker.db"),
-            GR_TEST_MARKERS=str(self.markers),
-            greenroom_prom_host="127.0.0.1",
-            greenroom_prom_port=str(self.port),
-            greenroom_prom_db=str(workdir / "prom"),
-            greenroom_worker_timeout="100",
-        )
-        self.log = workdir / "tree.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {
+            "GR_TEST_MARKERS": str(self.markers),
+            "greenroom_prom_enabled": "1",
+            "greenroom_prom_host": "127.0.0.1",
+            "greenroom_prom_port": str(self.port),
+            "greenroom_prom_db": str(workdir / "prom"),
+        }
+        self.tree: Tree | None = None
 
     def enqueue(self, code: str) -> None:
         command = [sys.executable, "-c", f"import app\n{code}"]
-        subprocess.run(command, cwd=self.workdir, env=self.env, check=True, timeout=60)
+        env = {**app_env(self.workdir), **self.env}
+        subprocess.run(command, cwd=self.workdir, env=env, check=True, timeout=60)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenroom", "app", "-p", "2", "-t", "8", "--log-file", str(self.log)],
-            cwd=self.workdir,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.tree = Tree(self.workdir, ["-p", "2", "-t", "8"], env=self.env)
 
     def scrape(self) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
@@ -110,19 +102,8 @@ class Run:
         return samples.get((name, (("actor_name", actor), ("queue_name", queue))), 0.0)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.tree is not None:
+            self.tree.cleanup()
 
 
 @pytest.fixture

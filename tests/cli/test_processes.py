@@ -22,11 +22,11 @@ import pytest
 from greenroom.brokers.sqlite import SQLiteBroker
 from greenroom.message import Message
 from greenroom.testing import wait_for
-from tests.conftest import service_unavailable
+from tests.cli._trees import Tree, app_env, is_running
+from tests.conftest import redis_client_for, service_unavailable
 
 pytestmark = pytest.mark.slow
 
-READY = "Greenroom is ready"
 WORKER_READY = "Worker process is ready for action."
 
 APP_SOURCE = """
@@ -105,111 +105,6 @@ class ForkingMiddleware(Middleware):
 if os.environ.get("GR_TEST_MIDDLEWARE_FORK"):
     broker.add_middleware(ForkingMiddleware())
 """
-
-
-class Tree:
-    """One ``greenroom`` process tree started by a test."""
-
-    def __init__(self, workdir: Path, args: list[str], *, gevent: bool = False, env: dict[str, str] | None = None):
-        Tree.count += 1
-        self.workdir = workdir
-        self.log = workdir / f"tree-{Tree.count}.log"
-        self.stderr_path = workdir / f"tree-{Tree.count}.stderr"
-        if gevent:
-            command = [sys.executable, "-c", "import sys; from greenroom_gevent import main; sys.exit(main())"]
-        else:
-            command = [sys.executable, "-m", "greenroom"]
-        with open(self.stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [*command, "app", "--log-file", str(self.log), *args],
-                cwd=workdir,
-                env={**app_env(workdir), **(env or {})},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,  # the finaliser can then kill the whole tree by its group
-            )
-
-    count = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_log(self, text: str, count: int = 1, timeout_s: float = 30.0) -> None:
-        try:
-            wait_for(lambda: self.log_text().count(text) >= count or self.proc.poll() is not None, timeout_s=timeout_s)
-        except TimeoutError:
-            raise AssertionError(f"{text!r} not logged {count}x in {timeout_s} s:\n{self.log_text()}") from None
-        assert self.log_text().count(text) >= count, f"tree exited ({self.proc.poll()}):\n{self.output()}"
-
-    def wait_ready(self, count: int = 1, timeout_s: float = 60.0) -> None:
-        self.wait_log(READY, count, timeout_s)
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
-
-    def wait_exit(self, timeout_s: float = 60.0) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"tree still running after {timeout_s} s:\n{self.output()}") from None
-
-    def output(self) -> str:
-        return self.log_text() + self.stderr_path.read_text(errors="replace")
-
-    def worker_pids(self) -> list[int]:
-        return children_of(self.pid)
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)  # stray children of this tree, if any
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def children_of(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rpartition(")")[2].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                children.append(int(entry))
-    return children
-
-
-def is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def app_env(workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("greenroom_", "dramatiq_"))}
-    env.update(
-        GR_TEST_DB=str(workdir / "broker.db"),
-        GR_TEST_RESULTS=str(workdir / "results.txt"),
-        PYTHONDONTWRITEBYTECODE="1",  # a reloaded module must never come from a stale .pyc
-        greenroom_worker_timeout="100",
-        greenroom_prom_enabled="0",  # tests/cli/test_metrics.py covers the metrics fork
-    )
-    return env
 
 
 @pytest.fixture
@@ -522,29 +417,29 @@ def test_gevent_tree_stops_gracefully_and_reloads(workdir: Path, trees: list[Tre
 # -- bad input ------------------------------------------------------------------------------
 
 
-def test_unknown_module_exits_2(workdir: Path) -> None:
-    missing = subprocess.run(
-        [sys.executable, "-m", "greenroom", "no_such_app_module", "-p", "1"],
+def run_cli(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m greenroom *args`` in ``workdir`` to its end, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "greenroom", *args],
         cwd=workdir,
-        env=app_env(workdir),
+        env=app_env(workdir) if env is None else env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout_s,
     )
+
+
+def test_unknown_module_exits_2(workdir: Path) -> None:
+    missing = run_cli(workdir, "no_such_app_module", "-p", "1")
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr
     assert "No module named 'no_such_app_module'" in missing.stderr
 
 
 def test_unknown_attribute_exits_2(workdir: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "greenroom", "app:no_such_broker", "-p", "2"],
-        cwd=workdir,
-        env=app_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_cli(workdir, "app:no_such_broker", "-p", "2")
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "does not define 'no_such_broker'" in completed.stderr
@@ -553,14 +448,7 @@ def test_unknown_attribute_exits_2(workdir: Path) -> None:
 def test_unreachable_broker_exits_3_naming_the_url_without_its_password(workdir: Path) -> None:
     (workdir / "urlapp.py").write_text("import greenroom\n\n@greenroom.actor\ndef f():\n    pass\n")
     env = {**app_env(workdir), "greenroom_broker_url": "redis://someone:hunter2@127.0.0.1:1/0"}
-    completed = subprocess.run(
-        [sys.executable, "-m", "greenroom", "urlapp", "-p", "1"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    completed = run_cli(workdir, "urlapp", "-p", "1", env=env, timeout_s=90)
     assert completed.returncode == 3, completed.stderr
     assert "Traceback" not in completed.stderr
     assert "redis://someone:***@127.0.0.1:1/0" in completed.stderr
@@ -568,14 +456,7 @@ def test_unreachable_broker_exits_3_naming_the_url_without_its_password(workdir:
 
 
 def test_bad_flag_prints_usage_and_exits_2(workdir: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "greenroom", "app", "--no-such-flag"],
-        cwd=workdir,
-        env=app_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_cli(workdir, "app", "--no-such-flag")
     assert completed.returncode == 2
     assert completed.stderr.startswith("usage: greenroom")
     assert "Traceback" not in completed.stderr
@@ -586,14 +467,7 @@ def test_pid_file_held_by_a_running_process_exits_4(workdir: Path, trees: list[T
     tree = start(trees, workdir, "-p", "1", "-t", "1", "--pid-file", str(pid_file))
     tree.wait_ready()
     assert pid_file.read_text() == str(tree.pid)
-    completed = subprocess.run(
-        [sys.executable, "-m", "greenroom", "app", "-p", "1", "--pid-file", str(pid_file)],
-        cwd=workdir,
-        env=app_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_cli(workdir, "app", "-p", "1", "--pid-file", str(pid_file))
     assert completed.returncode == 4
     assert completed.stderr.strip().count("\n") == 0
     assert f"already running with PID {tree.pid}" in completed.stderr
@@ -629,13 +503,8 @@ def work(n):
 
 def _cleanup_other_broker(kind: str, name: str) -> None:
     if kind == "redis":
-        import redis
-
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        keys = list(client.scan_iter(match=f"{name}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        _, cleanup = redis_client_for(name)
+        cleanup()
     else:
         import pika
 
