@@ -172,8 +172,6 @@ class RabbitmqBroker(Broker):
         self.queues_pending: set[str] = set()
         #: This thread's producer connection, channel, owning pid and last use (pika is not thread-safe).
         self._local = threading.local()
-        #: Serialises declarations (hooks and listeners run once per queue); re-entrant for hooks.
-        self._declare_lock = threading.RLock()
         #: Guards _connections and _consumers, touched by every producing and consuming thread.
         self._lock = threading.Lock()
         self._connections: set[Any] = set()
@@ -290,18 +288,15 @@ class RabbitmqBroker(Broker):
           ConnectionClosed: With ``ensure``, when the server could not be reached.
         """
         queue_name = q_name(queue_name)
-        if queue_name not in self.queues:
-            with self._declare_lock:
-                if queue_name not in self.queues:
-                    self.emit_before("declare_queue", queue_name)
-                    self.queues_pending.add(queue_name)
-                    self.queues.add(queue_name)
-                    self.emit_after("declare_queue", queue_name)
-                    delayed_name = dq_name(queue_name)
-                    self.delay_queues.add(delayed_name)
-                    self.emit_after("declare_delay_queue", delayed_name)
+        super().declare_queue(queue_name)
         if ensure and queue_name in self.queues_pending:
             self._declare_on_server(queue_name)
+
+    def _register_queue(self, queue_name: str, is_delay_queue: bool) -> None:
+        if not is_delay_queue:
+            # Pending before it shows in self.queues: it is created on the server on first use.
+            self.queues_pending.add(queue_name)
+        super()._register_queue(queue_name, is_delay_queue)
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -316,7 +311,8 @@ class RabbitmqBroker(Broker):
             queue_name = dq_name(queue_name)
             message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         canonical_name = q_name(queue_name)
-        self.declare_queue(canonical_name)
+        if canonical_name not in self.queues:
+            self.declare_queue(canonical_name)
         self.emit_before("enqueue", message, delay)
         # Encoded after the hooks: middleware may add options in before_enqueue.
         body = message.encode()

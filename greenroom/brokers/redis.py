@@ -333,11 +333,11 @@ class RedisBroker(Broker):
 
     def qsize(self, queue_name: str) -> int:
         """Messages of a queue and its delay queue not yet acknowledged (queued or in flight anywhere)."""
-        return sum(int(self._execute("HLEN", f"{self._prefix}{q}.msgs")) for q in (queue_name, dq_name(queue_name)))
+        return sum(int(self._execute("HLEN", self._queue_keys(q)[1])) for q in (queue_name, dq_name(queue_name)))
 
     def dead_letter_count(self, queue_name: str) -> int:
         """How many dead letters a queue has."""
-        return int(self._execute("ZCARD", self._prefix + q_name(queue_name) + ".XQ"))
+        return int(self._execute("ZCARD", self._queue_keys(queue_name)[4]))
 
     def join(self, queue_name: str, *, interval: int = 100, timeout: int | None = None) -> None:
         """Wait until a queue and its delay queue have no message left (a test helper); ``QueueJoinTimeout`` after
@@ -392,7 +392,7 @@ class RedisBroker(Broker):
         self._hand_back_orphans()
         with self._lock:
             consumed = sorted(self._consumed)
-        args = (self._prefix, self.broker_id, current_millis(), self.heartbeat_timeout, self.dead_message_ttl)
+        args = (self._prefix, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl)
         keys = (self._heartbeats_key, self._registry_key)
         recovered = int(self._run_script("heartbeat", keys, (*args, int(retire), *consumed), retry=False))
         if recovered and not retire:
@@ -411,7 +411,7 @@ class RedisBroker(Broker):
                 self._orphans.extend((queue_name, redis_id) for redis_id in ids)
 
     def _settle(self, queue_name: str, ops: Sequence[_Op], *, retry: bool = True) -> None:
-        args = [current_millis(), *(part for op in ops for part in op)]
+        args = [part for op in ops for part in op]
         # Every worker thread settles: one shared connection rather than one each (memory on both ends).
         with self._settle_lock:
             if self._settle_conn is None:
@@ -449,6 +449,8 @@ class _RedisConsumer(Consumer):
         self.queue_name = queue_name
         self.prefetch, self.timeout_s = prefetch, timeout_ms / 1000
         keys = broker._queue_keys(queue_name)
+        with broker._lock:
+            self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
         self._wake_key = keys[3]
         self._fetch_keys = (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])  # see fetch.lua
         #: Fetched, not yet handed out; only the iterating thread touches it.
@@ -486,12 +488,10 @@ class _RedisConsumer(Consumer):
 
     def _fetch(self, count: int, wait_s: float) -> int:
         broker = self.broker
-        with broker._lock:
-            lock = broker._fetch_locks.setdefault(self.queue_name, threading.Lock())
-        with lock:
+        with self._fetch_lock:
             # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
             token = broker._fetch_tokens.setdefault(self.queue_name, generate_unique_id())
-            keys, args = self._fetch_keys, (count, broker.broker_id, current_millis(), self.queue_name, token)
+            keys, args = self._fetch_keys, (count, broker.broker_id, self.queue_name, token)
             commands: list[_Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
             if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
                 commands.insert(0, ("BLPOP", self._wake_key, f"{wait_s:.3f}"))

@@ -10,7 +10,7 @@ from queue import Empty, Queue
 from typing import Any
 
 from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, iter_queue, q_name
+from ..common import current_millis, dq_name, iter_queue, join_queue, q_name
 from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
@@ -39,9 +39,6 @@ class StubBroker(Broker):
     def dead_letters(self) -> list[MessageProxy]:
         """Every dead-lettered message."""
         return [message for messages in self.dead_letters_by_queue.values() for message in messages]
-
-    def get_declared_queues(self) -> set[str]:
-        return set(self.queues)
 
     def _register_queue(self, queue_name: str, is_delay_queue: bool) -> None:
         self.queues[queue_name] = Queue()
@@ -95,14 +92,13 @@ class StubBroker(Broker):
             raise QueueNotFound(queue_name)
         deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
         queues = [self.queues[queue_name], self.queues[dq_name(queue_name)]]
+        # Until both are done at once: a message moved between them must not slip through.
         while any(queue.unfinished_tasks for queue in queues):
             for queue in queues:
-                with queue.all_tasks_done:
-                    while queue.unfinished_tasks:
-                        wait_s = None if deadline_s is None else deadline_s - time.monotonic()
-                        if wait_s is not None and wait_s <= 0:
-                            raise QueueJoinTimeout(queue_name)
-                        queue.all_tasks_done.wait(wait_s)
+                try:
+                    join_queue(queue, None if deadline_s is None else deadline_s - time.monotonic())
+                except QueueJoinTimeout:
+                    raise QueueJoinTimeout(queue_name) from None
 
         if fail_fast if fail_fast is not None else self.fail_fast_default:
             for message in self.dead_letters_by_queue[queue_name]:
@@ -177,9 +173,6 @@ class _StubConsumer(Consumer):
             self.queue.put(message._message.encode())
             self.queue.task_done()
             self.prefetch.release()
-
-    def close(self) -> None:
-        pass
 
     def __repr__(self) -> str:
         return f"<_StubConsumer {q_name(self.queue_name)!r}>"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ..actor import actor
+from ..actor import Actor, actor
 from ..broker import Broker
 from ..message import Message
 from ..worker import Worker
@@ -29,6 +29,17 @@ __all__ = ["BrokerContract"]
 
 #: Generous bound for each wait: the suite runs against real servers on a small machine.
 TIMEOUT_S = 30.0
+
+
+def _recording_actor(broker: Broker) -> tuple[Actor[[int], None], list[int]]:
+    """An actor named ``record`` (the name the raw payloads use) and the list it appends its argument to."""
+    seen: list[int] = []
+
+    @actor(broker=broker)
+    def record(n: int) -> None:
+        seen.append(n)
+
+    return record, seen
 
 
 class BrokerContract:
@@ -59,11 +70,7 @@ class BrokerContract:
             worker.stop(timeout=10000)
 
     def test_enqueue_and_consume(self, broker: Broker, worker_factory: Any) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         for n in range(50):
             record.send(n)
@@ -131,11 +138,7 @@ class BrokerContract:
         assert len(attempts) == 3
 
     def test_unknown_actor_is_dead_lettered(self, broker: Broker, worker_factory: Any) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         record.send(1)
         broker.enqueue(Message(queue_name="default", actor_name="no_such_actor", args=(), kwargs={}, options={}))
@@ -177,11 +180,7 @@ class BrokerContract:
         ],
     )
     def test_malformed_payloads_are_dead_lettered(self, broker: Broker, worker_factory: Any, payload: bytes) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         record.send(1)
         self.put_raw(broker, "default", payload)
@@ -249,11 +248,7 @@ class BrokerContract:
         assert seen == {"now": 1, "delayed": 1}
 
     def test_payload_naming_another_queue_does_not_stall_the_queue(self, broker: Broker, worker_factory: Any) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         for n in range(3):
             record.send(n)
@@ -269,11 +264,7 @@ class BrokerContract:
         wait_for(lambda: 99 in seen or self.dead_letter_count(broker, "default") == 1, TIMEOUT_S)
 
     def test_non_finite_eta_runs_now(self, broker: Broker, worker_factory: Any) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         self.put_raw(
             broker,
@@ -327,11 +318,7 @@ class BrokerContract:
         assert len(seen) == 20
 
     def test_flush_drops_messages(self, broker: Broker, worker_factory: Any) -> None:
-        seen: list[int] = []
-
-        @actor(broker=broker)
-        def record(n: int) -> None:
-            seen.append(n)
+        record, seen = _recording_actor(broker)
 
         for n in range(5):
             record.send(n)

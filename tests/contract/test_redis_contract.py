@@ -4,35 +4,22 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 import greenroom
 from greenroom.broker import Broker
 from greenroom.brokers.redis import RedisBroker
 from greenroom.testing.broker_contract import BrokerContract
-from tests.conftest import service_unavailable
+from tests.conftest import redis_client_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def delete_namespace(client: redis.Redis, namespace: str) -> None:
-    """Delete every key of a test namespace (never the rest of the shared server)."""
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
 def redis_namespace() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        service_unavailable("Redis", exc)
     namespace = f"gr-test-{uuid.uuid4().hex[:12]}"
+    _, cleanup = redis_client_for(namespace)
     yield namespace
-    delete_namespace(client, namespace)
-    client.close()
+    cleanup()
 
 
 class TestRedisBrokerContract(BrokerContract):

@@ -3,9 +3,8 @@
 -- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
 -- KEYS[5] heartbeats, KEYS[6] the worker's queue registry, KEYS[7] dead-letter zset,
 -- KEYS[8] dead-letter payloads, KEYS[9] dead-letter reasons, KEYS[10] record of the last fetch
--- ARGV[1] count, ARGV[2] worker id, ARGV[3] unused (times come from the server's clock, so that
--- workers on hosts whose clocks disagree still agree on who is alive), ARGV[4] queue name,
--- ARGV[5] request token
+-- ARGV[1] count, ARGV[2] worker id, ARGV[3] queue name, ARGV[4] request token
+-- (times come from the server's clock, so workers on hosts whose clocks disagree agree on who is alive)
 --
 -- Returns a flat array: id1, payload1, id2, payload2, ... An id whose payload is missing is
 -- dead-lettered here (with its reason) and comes back with a nil payload so the client can log it.
@@ -17,7 +16,7 @@ local time = redis.call("time")
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 redis.call("zadd", KEYS[5], now, ARGV[2])
 local ids
-if redis.call("lindex", KEYS[10], 0) == ARGV[5] then
+if redis.call("lindex", KEYS[10], 0) == ARGV[4] then
     ids = redis.call("lrange", KEYS[10], 1, -1)
     if #ids == 0 then
         return {}
@@ -28,9 +27,9 @@ else
     if not ids then
         return {}
     end
-    redis.call("rpush", KEYS[10], ARGV[5], unpack(ids))
+    redis.call("rpush", KEYS[10], ARGV[4], unpack(ids))
     -- The registry lets a recovery pass find every ack set of this worker without KEYS.
-    redis.call("sadd", KEYS[6], ARGV[4])
+    redis.call("sadd", KEYS[6], ARGV[3])
     redis.call("sadd", KEYS[3], unpack(ids))
 end
 local payloads = redis.call("hmget", KEYS[2], unpack(ids))

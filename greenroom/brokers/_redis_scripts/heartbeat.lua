@@ -1,9 +1,9 @@
 -- greenroom: a worker's heartbeat and recovery pass, run on a fixed schedule by every worker.
 --
 -- KEYS[1] heartbeats zset, KEYS[2] this worker's queue registry
--- ARGV[1] key prefix, ARGV[2] worker id, ARGV[3] unused (the server's clock is used, so hosts whose
--- clocks disagree still agree on who is alive), ARGV[4] heartbeat timeout (ms),
--- ARGV[5] dead message ttl (ms), ARGV[6] "1" to retire instead of beating, ARGV[7..] queues consumed
+-- ARGV[1] key prefix, ARGV[2] worker id, ARGV[3] heartbeat timeout (ms), ARGV[4] dead message ttl (ms),
+-- ARGV[5] "1" to retire instead of beating, ARGV[6..] queues consumed
+-- (times come from the server's clock, so hosts whose clocks disagree still agree on who is alive)
 --
 -- 1. Beat: ZADD heartbeats; register the consumed queues (the registry expires after the dead
 --    message ttl, so a registry Dramatiq's own maintenance orphans does not live forever).
@@ -18,7 +18,7 @@ local prefix, wid = ARGV[1], ARGV[2]
 local time = redis.call("time")
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local queues = {}
-for i = 7, #ARGV do
+for i = 6, #ARGV do
     queues[#queues + 1] = ARGV[i]
 end
 
@@ -26,7 +26,7 @@ local function acks_key(worker, queue)
     return prefix .. "__acks__." .. worker .. "." .. queue
 end
 
-if ARGV[6] == "1" then
+if ARGV[5] == "1" then
     local registered = redis.call("smembers", KEYS[2])
     for _, queue in ipairs(registered) do
         if redis.call("scard", acks_key(wid, queue)) == 0 then
@@ -47,7 +47,7 @@ if #queues > 0 then
     redis.call("sadd", KEYS[2], unpack(queues))
 end
 -- Never shorter than a dead worker takes to be noticed, or its registry would vanish first.
-redis.call("pexpire", KEYS[2], math.max(tonumber(ARGV[5]), 2 * tonumber(ARGV[4]) + 10000))
+redis.call("pexpire", KEYS[2], math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[3]) + 10000))
 
 local function recover(worker, queue)
     local acks = acks_key(worker, queue)
@@ -78,7 +78,7 @@ end
 local recovered = 0
 -- No LIMIT: stale entries of Dramatiq producers (which beat on every enqueue and never retire) may
 -- pile up at the low end and must not hide a worker that died later.
-local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[4])))
+local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])))
 for _, worker in ipairs(dead) do
     if worker ~= wid then
         local registry = prefix .. "__queues__." .. worker
@@ -97,7 +97,7 @@ for _, worker in ipairs(dead) do
     end
 end
 
-local cutoff = "(" .. (now - tonumber(ARGV[5]))
+local cutoff = "(" .. (now - tonumber(ARGV[4]))
 for _, queue in ipairs(queues) do
     if string.sub(queue, -3) ~= ".DQ" then
         local xq = prefix .. queue .. ".XQ"

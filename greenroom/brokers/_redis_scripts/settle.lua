@@ -2,7 +2,7 @@
 --
 -- KEYS[1] queue list, KEYS[2] payload hash, KEYS[3] ack set of (worker, queue), KEYS[4] wake-up list,
 -- KEYS[5] dead-letter zset, KEYS[6] dead-letter payloads, KEYS[7] dead-letter reasons
--- ARGV[1] unused (dead letters are stamped with the server's clock), then triples: op, id, reason
+-- ARGV    triples: op, id, reason (dead letters are stamped with the server's clock)
 --   op "a": acknowledge (forget the payload)
 --   op "n": dead-letter (reason stored when not empty)
 --   op "r": hand back to the head of the queue
@@ -12,7 +12,7 @@
 local time = redis.call("time")
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local requeued = 0
-for i = #ARGV - 2, 2, -3 do
+for i = #ARGV - 2, 1, -3 do
     local op, id, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     if redis.call("srem", KEYS[3], id) == 1 then
         if op == "a" then
