@@ -78,8 +78,10 @@ def in_forked_child(make: Callable[[], str]) -> str:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.write(write_end, make().encode())
-        os._exit(0)
+        try:
+            os.write(write_end, make().encode())
+        finally:
+            os._exit(0)  # never back into pytest, even when make() raises (the parent then reads "")
     os.close(write_end)
     try:
         return os.read(read_end, 1000).decode()

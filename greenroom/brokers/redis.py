@@ -73,8 +73,7 @@ _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
 
 def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
     if (broker := ref()) is not None:
-        broker._local = threading.local()
-        broker._settle_conn, broker._settle_lock = None, threading.Lock()
+        broker._start_process_state()
 
 
 #: One Redis command: its name and arguments.
@@ -138,22 +137,24 @@ class RedisBroker(Broker):
         self.heartbeat_timeout = heartbeat_timeout
         self.dead_message_ttl = dead_message_ttl
         self.retry_timeout_s = retry_timeout / 1000
-        #: Identity of this broker instance (one per worker process) for heartbeats and ack sets.
-        self.broker_id = str(uuid.uuid4())
         self.queues: set[str] = set()
         self._prefix = f"{namespace}:" if namespace else ""
         self._heartbeats_key = self._prefix + "__heartbeats__"
-        self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
         self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
-        # One connection per thread (or greenlet), outside the pool: saves a checkout per call. A forked
-        # child forgets them all: it must never share its parent's sockets (cf. redis-py's _checkpid).
-        self._local = threading.local()
+        self._scripts: dict[str, tuple[str, bytes]] = {}
+        self._start_process_state()
+        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+
+    def _start_process_state(self) -> None:
+        """What belongs to one process, set anew in a forked child: it must not share its parent's
+        sockets (cf. redis-py's _checkpid), identity, ack sets, heartbeat thread or locks."""
+        self.broker_id = str(uuid.uuid4())  # who holds what, in heartbeats and ack sets
+        self._registry_key = f"{self._prefix}__queues__.{self.broker_id}"
+        self._keys: dict[str, tuple[str, ...]] = {}  # queue name → _queue_keys (they hold broker_id)
+        self._local = threading.local()  # a connection per thread, outside the pool: no checkouts
         #: The connection settles go through, and the lock that makes it one caller at a time.
         self._settle_conn: Any = None
         self._settle_lock = threading.Lock()
-        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
-        self._scripts: dict[str, tuple[str, bytes]] = {}
-        self._keys: dict[str, tuple[str, ...]] = {}  # queue name → _queue_keys
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
         self._consumed: Counter[str] = Counter()

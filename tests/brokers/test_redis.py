@@ -24,7 +24,7 @@ from greenroom import Worker, actor
 from greenroom.brokers.redis import RedisBroker
 from greenroom.errors import ConnectionClosed
 from greenroom.testing import wait_for
-from tests.conftest import service_unavailable
+from tests.conftest import in_forked_child, service_unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TIMEOUT_S = 60.0
@@ -168,6 +168,28 @@ def test_poison_entry_among_100_good_ones(
     reason = client.hget(f"{namespace}:default.XQ.reasons", "ghost-1")
     assert reason is not None
     assert b"missing" in reason
+
+
+def test_a_child_forked_after_consuming_is_a_worker_of_its_own(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
+) -> None:
+    """A fork inherits the broker object: the child must get its own identity and heartbeat, else
+    the parent's beats would cover the child's messages and the child's would never be recovered."""
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
+    brokers.append(broker)
+    heartbeats = f"{namespace}:__heartbeats__"
+    broker.consume("parent", timeout=100)  # starts the parent's heartbeat thread
+    wait_for(lambda: client.zscore(heartbeats, broker.broker_id) is not None, TIMEOUT_S)
+
+    def child() -> str:
+        broker.consume("child", timeout=100)
+        own_client = redis.Redis.from_url(REDIS_URL)
+        wait_for(lambda: own_client.zscore(heartbeats, broker.broker_id) is not None, TIMEOUT_S)
+        return broker.broker_id
+
+    child_id = in_forked_child(child)
+    assert child_id not in ("", broker.broker_id)
+    assert client.zscore(heartbeats, child_id) is not None
 
 
 WORKER_SCRIPT = textwrap.dedent(
