@@ -155,6 +155,7 @@ class RedisBroker(Broker):
         #: The connection settles go through, and the lock that makes it one caller at a time.
         self._settle_conn: Any = None
         self._settle_lock = threading.Lock()
+        self._threads_conns: weakref.WeakKeyDictionary[Any, threading.Thread] = weakref.WeakKeyDictionary()
         #: Guards queues, the consumed-queue counts and the heartbeat thread (any thread).
         self._lock = threading.Lock()
         self._consumed: Counter[str] = Counter()
@@ -166,13 +167,14 @@ class RedisBroker(Broker):
         self._orphans: deque[tuple[str, bytes]] = deque()
         #: The heartbeat thread runs while this broker has consumers or messages to hand back.
         self._heartbeat_thread: threading.Thread | None = None
-        self._heartbeat_wake = threading.Event()
-        self._closing = False
+        self._heartbeat_wake, self._closing = threading.Event(), False
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._new_connection()
+            with self._lock:
+                self._threads_conns[conn] = threading.current_thread()
         return conn
 
     def _new_connection(self) -> Any:
@@ -350,7 +352,7 @@ class RedisBroker(Broker):
             time.sleep(interval / 1000)
 
     def close(self) -> None:
-        """Stop the heartbeat thread and close this thread's connection; the broker can be used again."""
+        """Stop the heartbeat thread; close the settles' connection, this thread's and those of ended threads."""
         with self._lock:
             self._closing = True
             thread = self._heartbeat_thread
@@ -359,8 +361,9 @@ class RedisBroker(Broker):
             thread.join(10)
         with self._lock:
             self._closing = False
-        if getattr(self._local, "conn", None) is not None:  # other threads' close as their threads end
-            self._local.conn.disconnect()
+            idle = [c for c, t in self._threads_conns.items() if t is threading.current_thread() or not t.is_alive()]
+        for conn in idle:
+            conn.disconnect()
         with self._settle_lock:
             conn, self._settle_conn = self._settle_conn, None
         if conn is not None:
@@ -578,8 +581,7 @@ class _RedisConsumer(Consumer):
         """Hand back messages fetched but never handed out, then release the consumer."""
         if self._closed:
             return
-        self._closed = True
-        cached = [redis_id for redis_id, payload in self._cache if payload is not None]
+        self._closed, cached = True, [redis_id for redis_id, payload in self._cache if payload is not None]
         self._cache.clear()
         try:
             if cached:
@@ -590,10 +592,8 @@ class _RedisConsumer(Consumer):
             self._release_if_done()
 
     def _release_if_done(self) -> None:
-        """Once closed and every handed-out message is settled, stop counting as a consumer (under _cond).
-
-        Until then the broker keeps heartbeating: messages still running must not look abandoned.
-        """
+        """Once closed and every handed-out message is settled, stop counting as a consumer (under _cond):
+        until then the broker keeps heartbeating, so that messages still running do not look abandoned."""
         if self._closed and not self._handed and not self._released:
             self._released = True
             self.broker._consumer_closed(self.queue_name)

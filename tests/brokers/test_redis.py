@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from greenroom import Worker, actor
-from greenroom.brokers.redis import RedisBroker
+from greenroom import Worker, actor, group
+from greenroom.brokers.redis import ENQUEUE_CHUNK, RedisBroker
 from greenroom.errors import ConnectionClosed
 from greenroom.testing import wait_for
 from tests.conftest import in_forked_child, service_unavailable
@@ -178,7 +178,7 @@ def test_a_child_forked_after_consuming_is_a_worker_of_its_own(
     broker = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
     brokers.append(broker)
     heartbeats = f"{namespace}:__heartbeats__"
-    broker.consume("parent", timeout=100)  # starts the parent's heartbeat thread
+    consumer = broker.consume("parent", timeout=100)  # starts the parent's heartbeat thread
     wait_for(lambda: client.zscore(heartbeats, broker.broker_id) is not None, TIMEOUT_S)
 
     def child() -> str:
@@ -187,7 +187,10 @@ def test_a_child_forked_after_consuming_is_a_worker_of_its_own(
         wait_for(lambda: own_client.zscore(heartbeats, broker.broker_id) is not None, TIMEOUT_S)
         return broker.broker_id
 
-    child_id = in_forked_child(child)
+    try:
+        child_id = in_forked_child(child)
+    finally:
+        consumer.close()
     assert child_id not in ("", broker.broker_id)
     assert client.zscore(heartbeats, child_id) is not None
 
@@ -364,6 +367,55 @@ def test_redis_restart_mid_run_of_2000_messages(
     assert sorted(seen) == list(range(total))
 
 
+def script_calls(client: redis.Redis) -> int:
+    """How many EVALSHA calls the server ran since its statistics were reset."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0))
+
+
+def queued_args(client: redis.Redis, queue_name: str) -> list[int]:
+    """The first argument of every message waiting in ``queue_name``, in queue order."""
+    ids = client.lrange(queue_name, 0, -1)
+    payloads = client.hmget(f"{queue_name}.msgs", ids) if ids else []
+    return [json.loads(payload)["args"][0] for payload in payloads]
+
+
+def test_enqueue_many_and_group_run_send_a_chunk_per_round_trip(private_redis: RedisServer) -> None:
+    """Counted on a private server, whose command statistics hold only this test's calls."""
+    broker = RedisBroker(url=f"redis://127.0.0.1:{private_redis.port}/0")
+    client = redis.Redis(port=private_redis.port)
+
+    @actor(broker=broker, queue_name="first")
+    def first(n: int) -> None:
+        pass
+
+    @actor(broker=broker, queue_name="second")
+    def second(n: int) -> None:
+        pass
+
+    try:
+        first.send(-1)  # loads the enqueue script, so that no call below is a NOSCRIPT retry
+        broker.flush("first")
+        client.config_resetstat()
+
+        sent = broker.enqueue_many(first.message(n) for n in range(4 * ENQUEUE_CHUNK))
+        assert [message.args[0] for message in sent] == list(range(4 * ENQUEUE_CHUNK))
+        assert script_calls(client) == 4
+        assert queued_args(client, "first") == list(range(4 * ENQUEUE_CHUNK))
+
+        broker.flush("first")
+        client.config_resetstat()
+        members = [first.message(n) for n in range(2 * ENQUEUE_CHUNK)]
+        members += [second.message(n) for n in range(ENQUEUE_CHUNK)]
+        group(members, broker=broker).run()
+        assert script_calls(client) == 3  # two chunks for the first queue, one for the second
+        assert queued_args(client, "first") == list(range(2 * ENQUEUE_CHUNK))
+        assert queued_args(client, "second") == list(range(ENQUEUE_CHUNK))
+    finally:
+        client.close()
+        broker.close()
+
+
 @pytest.fixture
 def dramatiq_queue(client: redis.Redis) -> Iterator[str]:
     queue = unique("interop")
@@ -422,6 +474,7 @@ def test_interop_with_dramatiq_both_ways(
         workers.clear()
         client.zrem("dramatiq:__heartbeats__", theirs.broker_id, ours.broker_id)
         theirs.close()
+        theirs.client.connection_pool.disconnect()  # Dramatiq's close leaves the pool it made open
 
 
 def test_url_with_password_and_db_and_a_ready_client(tmp_path: Path, brokers: list[RedisBroker], workers: Any) -> None:
