@@ -1,16 +1,19 @@
-"""Shared pieces of the Redis results and rate-limiter backends (redis-py)."""
+"""Shared pieces of the Redis broker, results and rate-limiter backends (redis-py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError, ReadOnlyError
 
-from .errors import ConnectionClosed
+from .errors import BrokerError, ConnectionClosed
+from .threading import is_gevent_active
 
-__all__ = ["make_client", "translate_redis_errors"]
+__all__ = ["ReplyWait", "make_client", "translate_broker_errors", "translate_redis_errors"]
 
 
 def make_client(client: redis.Redis | None, url: str | None, redis_params: dict[str, Any]) -> redis.Redis:
@@ -27,3 +30,52 @@ def translate_redis_errors() -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise ConnectionClosed(f"Redis operation failed: {exc}") from exc
+
+
+@contextmanager
+def translate_broker_errors() -> Iterator[None]:
+    """Turn redis-py errors into broker errors: connection problems become ``ConnectionClosed``, any
+    other error reply ``BrokerError``; ``NoScriptError`` passes for the caller to load the script."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OSError) as exc:
+        # ReadOnlyError: a failover left us talking to a replica; like a dropped link, it passes.
+        raise ConnectionClosed(f"Redis: {exc}") from exc
+    except NoScriptError:
+        raise
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc
+
+
+class ReplyWait:
+    """Waits for a reply by polling the connection for up to ``budget_us`` before a blocking read.
+
+    Waking a thread that sleeps in ``recv`` can cost more than the round trip itself: on the 2-core VM
+    of the benchmarks a loopback round trip takes 50 µs when the client sleeps and 21 µs when it polls.
+    When replies keep arriving later than the budget (Redis across a network), polling stops after
+    ``MISSES`` late replies in a row and is tried again ``REST`` waits later, so a distant Redis costs a
+    few wasted polls per thousand calls. ``budget_us=0`` turns polling off; so does gevent (a poll loop
+    would hold up every other greenlet). The counters are shared by threads without a lock: a lost
+    update only makes polling stop or resume a little earlier or later."""
+
+    MISSES, REST = 8, 1024
+
+    def __init__(self, budget_us: int = 100) -> None:
+        self.budget_s = budget_us / 1e6
+        self._misses = self._resting = 0
+
+    def __call__(self, conn: Any) -> None:
+        """Return once ``conn`` has a reply to read, or the budget is spent (the read then blocks)."""
+        if self._resting:
+            self._resting -= 1
+            return
+        if not self.budget_s or is_gevent_active():
+            return
+        deadline = time.perf_counter() + self.budget_s
+        while not conn.can_read(0):
+            if time.perf_counter() >= deadline:
+                self._misses += 1
+                if self._misses >= self.MISSES:
+                    self._misses, self._resting = 0, self.REST
+                return
+        self._misses = 0

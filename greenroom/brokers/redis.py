@@ -42,13 +42,13 @@ import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import redis
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import NoScriptError
 
+from .._redis import ReplyWait, translate_broker_errors
 from ..broker import Broker, Consumer, MessageProxy, decode_message
 from ..common import current_millis, dq_name, q_name
 from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
@@ -78,20 +78,6 @@ def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
 
 #: One Redis command: its name and arguments.
 _Command = tuple[Any, ...]
-
-
-@contextmanager
-def _translate_redis_errors() -> Iterator[None]:
-    """Turn redis-py errors into greenroom errors (connection problems become ``ConnectionClosed``)."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OSError) as exc:
-        # ReadOnlyError: a failover left us talking to a replica; like a dropped link, it passes.
-        raise ConnectionClosed(f"Redis: {exc}") from exc
-    except NoScriptError:
-        raise  # handled by the caller: the script is loaded and the call repeated
-    except redis.RedisError as exc:
-        raise BrokerError(f"Redis: {exc}") from exc
 
 
 class RedisBroker(Broker):
@@ -137,6 +123,8 @@ class RedisBroker(Broker):
         self.heartbeat_timeout = heartbeat_timeout
         self.dead_message_ttl = dead_message_ttl
         self.retry_timeout_s = retry_timeout / 1000
+        #: How ``enqueue`` waits for Redis' reply: polling for up to 100 µs first (``ReplyWait(0)``: never).
+        self.reply_wait = ReplyWait()
         self.queues: set[str] = set()
         self._prefix = f"{namespace}:" if namespace else ""
         self._heartbeats_key = self._prefix + "__heartbeats__"
@@ -182,19 +170,29 @@ class RedisBroker(Broker):
         return pool.connection_class(**{**pool.connection_kwargs, "decode_responses": False})
 
     def _round_trip(
-        self, commands: list[_Command], *, retry: bool = True, script: str = "", sent: bool = False, using: Any = None
+        self,
+        commands: list[_Command],
+        *,
+        retry: bool = True,
+        script: str = "",
+        sent: bool = False,
+        using: Any = None,
+        poll: bool = False,
     ) -> Any:
         """Write commands at once (unless ``sent``) with redis-py's packer, read a reply each. Retries
         connection errors for ``retry_timeout`` (every command sent is idempotent); loads ``script`` on
-        NOSCRIPT and resends, on the connection ``using`` or else this thread's."""
+        NOSCRIPT and resends, on the connection ``using`` or else this thread's. A producer's round trip
+        (``poll=True``) waits for its reply with :attr:`reply_wait`."""
         deadline_s, attempt = time.monotonic() + self.retry_timeout_s, 0
         while True:
             conn = using or self._connection()
             try:
-                with _translate_redis_errors():
+                with translate_broker_errors():
                     try:
                         if not sent:
                             conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                        if poll:
+                            self.reply_wait(conn)
                         return [conn.read_response() for _ in commands]
                     except BaseException:
                         conn.disconnect()  # replies may be left unread: the connection is out of step
@@ -257,7 +255,8 @@ class RedisBroker(Broker):
         """
         message, redis_id = self._prepare(message, delay)
         sha, keys = self._script("enqueue")[0], self._queue_keys(message.queue_name)
-        self._round_trip([("EVALSHA", sha, 3, keys[0], keys[1], keys[3], redis_id, message.encode())], script="enqueue")
+        command = ("EVALSHA", sha, 3, keys[0], keys[1], keys[3], redis_id, message.encode())
+        self._round_trip([command], script="enqueue", poll=True)
         self.emit_after("enqueue", message, delay)
         return message
 

@@ -1,0 +1,106 @@
+"""How a Redis producer waits for its reply: polling first, then a blocking read (greenroom._redis.ReplyWait)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from greenroom import actor
+from greenroom._redis import ReplyWait
+from greenroom.brokers.redis import RedisBroker
+from tests.brokers.test_redis import REDIS_URL, delete_matching
+from tests.conftest import service_unavailable
+
+
+class Socketless:
+    """A connection whose reply comes after ``ready_after`` polls (never, if None); counts the polls."""
+
+    def __init__(self, ready_after: int | None = None) -> None:
+        self.ready_after, self.polls = ready_after, 0
+
+    def can_read(self, timeout: float = 0) -> bool:
+        assert timeout == 0, "the wait must never block in can_read"
+        self.polls += 1
+        return self.ready_after is not None and self.polls > self.ready_after
+
+
+def test_late_replies_stop_the_polling_for_a_while_then_it_is_tried_again() -> None:
+    wait, conn = ReplyWait(budget_us=200), Socketless()
+    started = time.perf_counter()
+    for _ in range(ReplyWait.MISSES):
+        before = conn.polls
+        wait(conn)
+        assert conn.polls > before  # polled until the budget was spent
+    assert time.perf_counter() - started >= ReplyWait.MISSES * 200e-6
+    polls = conn.polls
+    for _ in range(ReplyWait.REST):
+        wait(conn)
+    assert conn.polls == polls  # resting: the reads block at once
+    wait(conn)
+    assert conn.polls > polls  # and then polling is tried again
+
+
+def test_a_reply_in_time_forgives_the_late_ones() -> None:
+    wait, late = ReplyWait(budget_us=100), Socketless()
+    for _ in range(ReplyWait.MISSES - 1):
+        wait(late)
+    wait(Socketless(ready_after=3))
+    for _ in range(ReplyWait.MISSES - 1):
+        wait(late)
+    polls = late.polls
+    wait(late)
+    assert late.polls > polls  # still polling: the misses did not come in a row
+
+
+def test_no_polling_with_a_zero_budget_or_under_gevent(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = Socketless()
+    ReplyWait(budget_us=0)(conn)
+    assert conn.polls == 0
+    patched = types.SimpleNamespace(saved={"socket": object()})  # what gevent.monkey.patch_all leaves
+    monkeypatch.setitem(sys.modules, "gevent.monkey", patched)
+    ReplyWait()(conn)
+    assert conn.polls == 0
+
+
+@pytest.fixture
+def broker() -> Iterator[RedisBroker]:
+    probe = redis.Redis.from_url(REDIS_URL)
+    try:
+        probe.ping()
+    except redis.ConnectionError as exc:
+        service_unavailable("Redis", exc)
+    namespace = f"gr-wait-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace, middleware=[])
+    yield broker
+    broker.close()
+    delete_matching(probe, f"{namespace}:*")
+    probe.close()
+
+
+def test_a_reply_later_than_the_budget_is_still_read(broker: RedisBroker) -> None:
+    key = f"{broker.namespace}:empty"
+    started = time.monotonic()
+    assert broker._round_trip([("BLPOP", key, 0.3)], poll=True) == [None]
+    assert time.monotonic() - started >= 0.25
+    assert broker.reply_wait._misses == 1
+
+
+def test_a_producer_connection_cut_before_its_reply_is_sent_again(broker: RedisBroker) -> None:
+    @actor(broker=broker)
+    def noop() -> None:
+        pass
+
+    noop.send()
+    killer = redis.Redis.from_url(REDIS_URL)
+    try:
+        killer.client_kill_filter(_id=broker._execute("CLIENT", "ID"))
+        noop.send()  # the poll meets a closed socket: the send is retried on a new connection
+    finally:
+        killer.close()
+    assert broker.client.llen(f"{broker.namespace}:default") == 2
