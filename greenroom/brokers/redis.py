@@ -56,7 +56,7 @@ from ..logging import get_logger
 from ..message import Message, generate_unique_id, sequential_id
 from ..middleware.middleware import Middleware
 
-__all__ = ["RedisBroker"]
+__all__ = ["RedisBroker", "ReplyWait"]
 
 #: Most ids one fetch script call moves (keeps Lua's unpack well inside its stack limit).
 MAX_FETCH = 1000

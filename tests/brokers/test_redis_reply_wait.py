@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import types
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+import greenroom._redis
 from greenroom import actor
 from greenroom._redis import ReplyWait
 from greenroom.brokers.redis import RedisBroker
@@ -30,6 +32,13 @@ class Socketless:
         return self.ready_after is not None and self.polls > self.ready_after
 
 
+@pytest.fixture
+def alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process counts as single-threaded (earlier tests may leave idle threads behind)."""
+    monkeypatch.setattr(greenroom._redis.threading, "active_count", lambda: 1)
+
+
+@pytest.mark.usefixtures("alone")
 def test_late_replies_stop_the_polling_for_a_while_then_it_is_tried_again() -> None:
     wait, conn = ReplyWait(budget_us=200), Socketless()
     started = time.perf_counter()
@@ -46,6 +55,7 @@ def test_late_replies_stop_the_polling_for_a_while_then_it_is_tried_again() -> N
     assert conn.polls > polls  # and then polling is tried again
 
 
+@pytest.mark.usefixtures("alone")
 def test_a_reply_in_time_forgives_the_late_ones() -> None:
     wait, late = ReplyWait(budget_us=100), Socketless()
     for _ in range(ReplyWait.MISSES - 1):
@@ -58,14 +68,30 @@ def test_a_reply_in_time_forgives_the_late_ones() -> None:
     assert late.polls > polls  # still polling: the misses did not come in a row
 
 
+def test_no_polling_while_other_threads_run() -> None:
+    conn, done = Socketless(), threading.Event()
+    other = threading.Thread(target=done.wait, args=(10,))
+    other.start()
+    try:
+        ReplyWait()(conn)
+    finally:
+        done.set()
+        other.join()
+    assert conn.polls == 0
+
+
+@pytest.mark.usefixtures("alone")
 def test_no_polling_with_a_zero_budget_or_under_gevent(monkeypatch: pytest.MonkeyPatch) -> None:
     conn = Socketless()
     ReplyWait(budget_us=0)(conn)
     assert conn.polls == 0
+    ReplyWait()(conn)
+    polls = conn.polls
+    assert polls > 0  # the control: the same wait with the default budget polls
     patched = types.SimpleNamespace(saved={"socket": object()})  # what gevent.monkey.patch_all leaves
     monkeypatch.setitem(sys.modules, "gevent.monkey", patched)
     ReplyWait()(conn)
-    assert conn.polls == 0
+    assert conn.polls == polls
 
 
 @pytest.fixture
@@ -83,6 +109,7 @@ def broker() -> Iterator[RedisBroker]:
     probe.close()
 
 
+@pytest.mark.usefixtures("alone")
 def test_a_reply_later_than_the_budget_is_still_read(broker: RedisBroker) -> None:
     key = f"{broker.namespace}:empty"
     started = time.monotonic()
@@ -91,6 +118,7 @@ def test_a_reply_later_than_the_budget_is_still_read(broker: RedisBroker) -> Non
     assert broker.reply_wait._misses == 1
 
 
+@pytest.mark.usefixtures("alone")
 def test_a_producer_connection_cut_before_its_reply_is_sent_again(broker: RedisBroker) -> None:
     @actor(broker=broker)
     def noop() -> None:
