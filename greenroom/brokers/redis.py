@@ -123,7 +123,7 @@ class RedisBroker(Broker):
         self.heartbeat_timeout = heartbeat_timeout
         self.dead_message_ttl = dead_message_ttl
         self.retry_timeout_s = retry_timeout / 1000
-        #: How ``enqueue`` waits for Redis' reply: polling for up to 100 µs first (``ReplyWait(0)``: never).
+        #: How ``enqueue`` waits for Redis' reply (see :class:`ReplyWait`; ``ReplyWait(0)`` never polls).
         self.reply_wait = ReplyWait()
         self.queues: set[str] = set()
         self._prefix = f"{namespace}:" if namespace else ""
