@@ -8,7 +8,7 @@ Keys (``p``: ``""``, or ``"<namespace>:"``; ``q``: a queue such as ``default`` o
     p__heartbeats__           ZSET  worker id → last heartbeat (ms)
     p<cq>.XQ                  ZSET  dead-lettered ids → when (ms)
     p<cq>.XQ.msgs             HASH  id → payload of dead letters
-    p<cq>.XQ.reasons          HASH  id → why a payload was dead-lettered without running (greenroom only)
+    p<cq>.XQ.reasons          HASH  id → why it was dead-lettered: exception repr, or what is wrong (greenroom only)
     p__queues__.<wid>         SET   queues where ``wid`` may hold ack sets (greenroom only)
     p__notify__.<q>           LIST  at most one wake-up token for idle consumers (greenroom only)
     p__fetch__.<wid>.<q>      LIST  token and ids of the last fetch, to repeat it if its reply is lost
@@ -27,7 +27,8 @@ server's clock, so hosts whose clocks disagree still agree on who is alive.
 **Poison payloads** (invalid, or an id without payload) go to ``<cq>.XQ`` with the reason in ``<cq>.XQ.reasons``.
 **Connection loss.** Producers and acks retry with backoff for ``retry_timeout`` ms (5 s by default),
 then raise ``ConnectionClosed``; consumers fail fast and the worker reconnects them; fetched messages
-not handed back are returned by the heartbeat thread once Redis is back. Requires Redis ≥ 6.2.
+not handed back are returned by the heartbeat thread once Redis is back. A reply later than
+``socket_timeout`` (5 s by default) counts as a lost connection. Requires Redis ≥ 6.2.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import functools
 import hashlib
 import importlib.resources
 import os
-import socket
 import threading
 import time
 import uuid
@@ -48,7 +48,7 @@ from typing import Any, cast
 import redis
 from redis.exceptions import NoScriptError
 
-from .._redis import ReplyWait, translate_broker_errors
+from .._redis import KEEPALIVE, ReplyWait, translate_broker_errors
 from ..broker import Broker, Consumer, MessageProxy, decode_message
 from ..common import current_millis, dq_name, q_name
 from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
@@ -64,9 +64,8 @@ MAX_FETCH = 1000
 ENQUEUE_CHUNK = 500
 #: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
 IDLE_POLL_S = 0.1
-_TCP_OPTIONS = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 10000))
-#: The kernel detects dead peers (~10 s, where supported): sockets have no timeout by default.
-_KEEPALIVE = {getattr(socket, name): value for name, value in _TCP_OPTIONS if hasattr(socket, name)}
+#: Seconds a reply may take before the connection counts as lost, unless ``socket_timeout`` is given.
+DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
 
@@ -110,11 +109,11 @@ class RedisBroker(Broker):
     ) -> None:
         super().__init__(middleware=middleware)
         if client is None:
-            # No socket timeout (redis-py's default is 5 s): with one, CPython polls before every send and recv.
-            params = {"socket_timeout": None, **redis_params}
+            # A Redis that stops answering (frozen, paused) must not hang producers, acks or consumers.
+            params = {"socket_timeout": DEFAULT_SOCKET_TIMEOUT_S, **redis_params}
             if not (url or "").startswith("unix:") and "unix_socket_path" not in params:  # TCP options
                 params.setdefault("socket_keepalive", True)
-                params.setdefault("socket_keepalive_options", _KEEPALIVE)
+                params.setdefault("socket_keepalive_options", KEEPALIVE)
             pool = redis.ConnectionPool.from_url(url, **params) if url else redis.ConnectionPool(**params)
             client = redis.Redis(connection_pool=pool)
         self.client = client
@@ -525,9 +524,9 @@ class _RedisConsumer(Consumer):
             self._handed.add(redis_id)
         return proxy
 
-    def _settle_batched(self, op: str, proxy: _RedisMessageProxy) -> None:
+    def _settle_batched(self, op: str, proxy: _RedisMessageProxy, reason: str = "") -> None:
         """Group commit: the first waiting thread sends every pending op; all return once sent."""
-        waiter: _Waiter = [(op, proxy.redis_id, ""), False, None]
+        waiter: _Waiter = [(op, proxy.redis_id, reason), False, None]
         with self._cond:
             self._settle_pending.append(waiter)
             while not waiter[1]:
@@ -561,8 +560,9 @@ class _RedisConsumer(Consumer):
         self._settle_batched("a", cast(_RedisMessageProxy, message))
 
     def nack(self, message: MessageProxy) -> None:
-        """Move a message to the dead letters."""
-        self._settle_batched("n", cast(_RedisMessageProxy, message))
+        """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
+        proxy = cast(_RedisMessageProxy, message)
+        self._settle_batched("n", proxy, "" if proxy._exception is None else repr(proxy._exception))
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,10 +19,11 @@ from typing import Any
 import pytest
 import redis
 
-from greenroom import Worker, actor, group
+from greenroom import Message, Worker, actor, group
 from greenroom.brokers.redis import ENQUEUE_CHUNK, RedisBroker
 from greenroom.errors import ConnectionClosed
 from greenroom.testing import wait_for
+from tests.brokers._redis_server import RedisServer, free_port
 from tests.conftest import in_forked_child, service_unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -170,6 +170,29 @@ def test_poison_entry_among_100_good_ones(
     assert b"missing" in reason
 
 
+def test_dead_letters_of_an_unknown_actor_and_of_a_failure_keep_their_reason(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker], workers: Any
+) -> None:
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace)
+    brokers.append(broker)
+
+    @actor(broker=broker, max_retries=0)
+    def fail() -> None:
+        raise ValueError("the disk is full")
+
+    failed = fail.send()
+    unknown = broker.enqueue(Message("default", "no_such_actor", (), {}, {}))
+    start_worker(workers, broker)
+    wait_for(lambda: broker.dead_letter_count("default") == 2, TIMEOUT_S)
+    reasons = client.hgetall(f"{namespace}:default.XQ.reasons")
+    by_id = {
+        json.loads(client.hget(f"{namespace}:default.XQ.msgs", rid) or b"{}")["message_id"]: r
+        for rid, r in reasons.items()
+    }
+    assert b"the disk is full" in by_id[failed.message_id]
+    assert b"no_such_actor" in by_id[unknown.message_id]
+
+
 def test_a_child_forked_after_consuming_is_a_worker_of_its_own(
     client: redis.Redis, namespace: str, brokers: list[RedisBroker]
 ) -> None:
@@ -262,60 +285,6 @@ def test_sigkilled_worker_messages_are_recovered_within_the_bound(
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A private redis-server with an fsync-always append-only file, so a kill loses nothing acknowledged."""
-
-    def __init__(self, directory: Path, *extra: str) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.extra = list(extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
-                *("--save", "", "--appendonly", "yes", "--appendfsync", "always", *self.extra),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        password = self.extra[self.extra.index("--requirepass") + 1] if "--requirepass" in self.extra else None
-        probe = redis.Redis(port=self.port, password=password)
-        wait_for(lambda: _pings(probe), 20)
-        probe.close()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    try:
-        server.start()
-    except (FileNotFoundError, TimeoutError) as exc:
-        service_unavailable("redis-server", exc)
-    yield server
-    server.kill()
 
 
 def test_redis_restart_mid_run_of_2000_messages(
@@ -530,3 +499,26 @@ def test_old_dead_letters_are_purged_and_clean_shutdown_leaves_no_worker_keys(
     broker.close()
     assert client.zscore(f"{namespace}:__heartbeats__", broker.broker_id) is None
     assert client.exists(f"{namespace}:__queues__.{broker.broker_id}") == 0
+
+
+def test_registryless_heartbeats_are_recovered_then_forgotten_once_older_than_a_registry_lives(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
+) -> None:
+    """Dramatiq producers and workers beat without a registry; their entries must not pile up forever."""
+    broker = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=1000, dead_message_ttl=1000)
+    brokers.append(broker)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    registry_ttl_ms = 2 * 1000 + 10000  # max(dead_message_ttl, 2 * heartbeat_timeout + 10 s)
+    heartbeats = f"{namespace}:__heartbeats__"
+    client.zadd(heartbeats, {"long-gone": now_ms - registry_ttl_ms - 5000, "just-died": now_ms - 5000})
+    client.hset(f"{namespace}:default.msgs", "held-1", "{}")
+    client.sadd(f"{namespace}:__acks__.just-died.default", "held-1")
+    consumer = broker.consume("default")
+    try:
+        assert broker.beat() == 1  # the dead worker's message is back in its queue
+        assert client.lrange(f"{namespace}:default", 0, -1) == [b"held-1"]
+        members = {m.decode() for m in client.zrange(heartbeats, 0, -1)}
+        assert members == {"just-died", broker.broker_id}  # left for Dramatiq's maintenance, for now
+    finally:
+        consumer.close()

@@ -1,7 +1,9 @@
-"""How a Redis producer waits for its reply: polling first, then a blocking read (greenroom._redis.ReplyWait)."""
+"""How the Redis broker waits for replies: producers poll first (greenroom._redis.ReplyWait); every wait is bounded."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import sys
 import threading
 import time
@@ -13,9 +15,12 @@ import pytest
 import redis
 
 import greenroom._redis
-from greenroom import actor
+from greenroom import Worker, actor
 from greenroom._redis import ReplyWait
 from greenroom.brokers.redis import RedisBroker
+from greenroom.errors import ConnectionClosed
+from greenroom.testing import wait_for
+from tests.brokers._redis_server import RedisServer
 from tests.brokers.test_redis import REDIS_URL, delete_matching
 from tests.conftest import service_unavailable
 
@@ -132,3 +137,59 @@ def test_a_producer_connection_cut_before_its_reply_is_sent_again(broker: RedisB
     finally:
         killer.close()
     assert broker.client.llen(f"{broker.namespace}:default") == 2
+
+
+def test_a_silent_server_makes_send_raise_connection_closed_in_bounded_time() -> None:
+    """A port that accepts connections and never answers (the kernel accepts them for the backlog).
+    Without a socket timeout, redis-py would wait for the handshake's reply forever."""
+    assert RedisBroker().client.connection_pool.connection_kwargs["socket_timeout"] == 5.0  # the default bound
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        broker = RedisBroker(url=f"redis://127.0.0.1:{port}", socket_timeout=0.3, retry_timeout=500, middleware=[])
+
+        @actor(broker=broker)
+        def noop() -> None:
+            pass
+
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed, match="Timeout"):
+            noop.send()
+        assert time.monotonic() - started < 5  # retry_timeout, plus at most one 0.3 s wait per attempt
+        broker.close()
+
+
+def test_a_frozen_redis_bounds_send_and_worker_stop_and_is_ridden_out_once_thawed(private_redis: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{private_redis.port}"
+    broker = RedisBroker(url=url, socket_timeout=0.5, retry_timeout=1000, middleware=[])
+    done: list[int] = []
+
+    @actor(broker=broker)
+    def record(n: int) -> None:
+        done.append(n)
+
+    record.send(1)
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    wait_for(lambda: done == [1], 30)
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            record.send(2)
+        assert time.monotonic() - started < 6
+        started = time.monotonic()
+        worker.stop(timeout=2000)
+        assert time.monotonic() - started < 15
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    record.send(3)  # thawed: the same broker sends again
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: 3 in done, 30)
+    finally:
+        worker.stop(timeout=10000)
+        broker.close()

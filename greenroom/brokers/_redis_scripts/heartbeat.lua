@@ -10,8 +10,10 @@
 -- 2. Recover: for every worker whose heartbeat is older than the timeout, move each id of its
 --    ack sets that still has a payload back to the head of its queue. A greenroom worker lists
 --    its queues in its registry, so all of them are recovered and it is forgotten; a worker
---    without a registry (a Dramatiq worker) is recovered on the queues this worker consumes and
---    left in the heartbeats for Dramatiq's maintenance to forget.
+--    without a registry (a Dramatiq worker or producer) is recovered on the queues this worker
+--    consumes and left in the heartbeats for Dramatiq's maintenance to forget, until it has been
+--    silent as long as a registry lives: then it is forgotten too (Dramatiq producers never retire,
+--    and without Dramatiq workers their entries would pile up and slow every beat).
 -- 3. Purge dead letters older than the dead message ttl on the consumed queues.
 -- Retiring (clean shutdown) drops the heartbeat, registry and fetch records when no ack set is left.
 local prefix, wid = ARGV[1], ARGV[2]
@@ -47,7 +49,8 @@ if #queues > 0 then
     redis.call("sadd", KEYS[2], unpack(queues))
 end
 -- Never shorter than a dead worker takes to be noticed, or its registry would vanish first.
-redis.call("pexpire", KEYS[2], math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[3]) + 10000))
+local registry_ttl = math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[3]) + 10000)
+redis.call("pexpire", KEYS[2], registry_ttl)
 
 local function recover(worker, queue)
     local acks = acks_key(worker, queue)
@@ -78,8 +81,9 @@ end
 local recovered = 0
 -- No LIMIT: stale entries of Dramatiq producers (which beat on every enqueue and never retire) may
 -- pile up at the low end and must not hide a worker that died later.
-local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])))
-for _, worker in ipairs(dead) do
+local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])), "WITHSCORES")
+for i = 1, #dead, 2 do
+    local worker, beat = dead[i], tonumber(dead[i + 1])
     if worker ~= wid then
         local registry = prefix .. "__queues__." .. worker
         local registered = redis.call("smembers", registry)
@@ -92,6 +96,9 @@ for _, worker in ipairs(dead) do
         else
             for _, queue in ipairs(queues) do
                 recovered = recovered + recover(worker, queue)
+            end
+            if beat < now - registry_ttl then
+                redis.call("zrem", KEYS[1], worker)
             end
         end
     end
