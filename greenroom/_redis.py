@@ -15,11 +15,20 @@ from redis.exceptions import NoScriptError, ReadOnlyError
 from .errors import BrokerError, ConnectionClosed
 from .threading import is_gevent_active
 
-__all__ = ["KEEPALIVE", "ReplyWait", "make_client", "translate_broker_errors", "translate_redis_errors"]
+__all__ = [
+    "DEFAULT_SOCKET_TIMEOUT_S",
+    "KEEPALIVE",
+    "ReplyWait",
+    "make_client",
+    "translate_broker_errors",
+    "translate_redis_errors",
+]
 
 _TCP_OPTIONS = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 10000))
 #: The kernel detects dead peers (~10 s, where supported), even when a reply is not awaited.
 KEEPALIVE = {getattr(socket, name): value for name, value in _TCP_OPTIONS if hasattr(socket, name)}
+#: Seconds a reply may take before the broker's connection counts as lost, unless ``socket_timeout`` is given.
+DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 
 def make_client(client: redis.Redis | None, url: str | None, redis_params: dict[str, Any]) -> redis.Redis:

@@ -48,24 +48,23 @@ from typing import Any, cast
 import redis
 from redis.exceptions import NoScriptError
 
-from .._redis import KEEPALIVE, ReplyWait, translate_broker_errors
+from .._redis import DEFAULT_SOCKET_TIMEOUT_S, KEEPALIVE, ReplyWait, translate_broker_errors
 from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, q_name
+from ..common import current_millis, dq_name, getenv_int, q_name
 from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
 from ..logging import get_logger
 from ..message import Message, generate_unique_id, sequential_id
 from ..middleware.middleware import Middleware
+from ._redis_dispatch import DramatiqCommands
 
 __all__ = ["RedisBroker", "ReplyWait"]
 
-#: Most ids one fetch script call moves (keeps Lua's unpack well inside its stack limit).
-MAX_FETCH = 1000
+#: Most ids one fetch script call moves (keeps Lua's unpack within its stack: half the limit, if one is set).
+MAX_FETCH = min(1000, (getenv_int("greenroom_lua_max_stack") or 2000) // 2)
 #: Most messages one enqueue script call carries in a batch.
 ENQUEUE_CHUNK = 500
 #: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
 IDLE_POLL_S = 0.1
-#: Seconds a reply may take before the connection counts as lost, unless ``socket_timeout`` is given.
-DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
 
@@ -75,11 +74,10 @@ def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
         broker._start_process_state()
 
 
-#: One Redis command: its name and arguments.
-_Command = tuple[Any, ...]
+_Command = tuple[Any, ...]  # one Redis command: its name and arguments
 
 
-class RedisBroker(Broker):
+class RedisBroker(DramatiqCommands, Broker):
     """A broker that keeps messages in Redis.
 
     Parameters:
@@ -307,6 +305,9 @@ class RedisBroker(Broker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer of ``queue_name`` holding at most ``prefetch`` unsettled messages."""
+        return _RedisConsumer(self, queue_name, prefetch, timeout)
+
+    def _consumer_opened(self, queue_name: str) -> None:
         with self._lock:
             self._consumed[queue_name] += 1
             if self._heartbeat_thread is None:  # an exiting thread clears it under the lock
@@ -314,7 +315,6 @@ class RedisBroker(Broker):
                     target=self._heartbeat_loop, name="RedisHeartbeat", daemon=True
                 )
                 self._heartbeat_thread.start()
-        return _RedisConsumer(self, queue_name, prefetch, timeout)
 
     def _consumer_closed(self, queue_name: str) -> None:
         with self._lock:
@@ -451,6 +451,7 @@ class _RedisConsumer(Consumer):
         self.queue_name = queue_name
         self.prefetch, self.timeout_s = prefetch, timeout_ms / 1000
         keys = broker._queue_keys(queue_name)
+        broker._consumer_opened(queue_name)  # heartbeats now cover this queue
         with broker._lock:
             self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
         self._wake_key = keys[3]
