@@ -21,8 +21,8 @@ queues with Dramatiq both ways.
 ``min(heartbeat_timeout / 4, 1 s)`` and, in the same atomic script, returns the unsettled messages of
 workers whose last beat is older than ``heartbeat_timeout`` to the head of their queues: a killed,
 frozen or cut-off worker's messages are back within ``heartbeat_timeout + 1 s`` while another worker
-lives; a worker starting later recovers them on its first beat. Beats are stamped with the Redis
-server's clock, so hosts whose clocks disagree still agree on who is alive.
+lives, +1 s after a Redis outage (a beat recovers only if the one before went through, so live workers
+beat again first); a worker starting later recovers them on its second beat. Beats use Redis' clock.
 
 **Poison payloads** (invalid, or an id without payload) go to ``<cq>.XQ`` with the reason in ``<cq>.XQ.reasons``.
 **Connection loss.** Producers and acks retry with backoff for ``retry_timeout`` ms (5 s by default),
@@ -33,7 +33,6 @@ not handed back are returned by the heartbeat thread once Redis is back. A reply
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.resources
 import os
@@ -67,13 +66,6 @@ ENQUEUE_CHUNK = 500
 IDLE_POLL_S = 0.1
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
-
-
-def _after_fork(ref: weakref.ref[RedisBroker]) -> None:
-    if (broker := ref()) is not None:
-        broker._start_process_state()
-
-
 _Command = tuple[Any, ...]  # one Redis command: its name and arguments
 
 
@@ -128,7 +120,8 @@ class RedisBroker(DramatiqCommands, Broker):
         self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
         self._scripts: dict[str, tuple[str, bytes]] = {}
         self._start_process_state()
-        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+        restart = weakref.WeakMethod(self._start_process_state)
+        os.register_at_fork(after_in_child=lambda: (method := restart()) is not None and method())
 
     def _start_process_state(self) -> None:
         """What belongs to one process, set anew in a forked child: it must not share its parent's
@@ -153,6 +146,7 @@ class RedisBroker(DramatiqCommands, Broker):
         #: The heartbeat thread runs while this broker has consumers or messages to hand back.
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_wake, self._closing = threading.Event(), False
+        self._last_beat_s = float("-inf")  # monotonic time of the last beat that went through
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -177,9 +171,9 @@ class RedisBroker(DramatiqCommands, Broker):
         poll: bool = False,
     ) -> Any:
         """Write commands at once (unless ``sent``) with redis-py's packer, read a reply each. Retries
-        connection errors for ``retry_timeout`` (every command sent is idempotent); loads ``script`` on
-        NOSCRIPT and resends, on the connection ``using`` or else this thread's. A producer's round trip
-        (``poll=True``) waits for its reply with :attr:`reply_wait`."""
+        connection errors for ``retry_timeout`` (a resend after a lost reply loses nothing; at worst a
+        message runs twice); loads ``script`` on NOSCRIPT and resends, on the connection ``using`` or
+        else this thread's. A producer's round trip (``poll=True``) waits with :attr:`reply_wait`."""
         deadline_s, attempt = time.monotonic() + self.retry_timeout_s, 0
         while True:
             conn = using or self._connection()
@@ -245,11 +239,8 @@ class RedisBroker(DramatiqCommands, Broker):
         return message, redis_id
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Send a message (to ``<queue>.DQ`` with an ``eta`` when delayed); returns the copy sent.
-
-        Raises:
-          ConnectionClosed: When Redis stayed unreachable for ``retry_timeout`` ms.
-        """
+        """Send a message (to ``<queue>.DQ`` with an ``eta`` when delayed); returns the copy sent. Raises
+        ``ConnectionClosed`` when Redis stayed unreachable for ``retry_timeout`` ms."""
         message, redis_id = self._prepare(message, delay)
         sha, keys = self._script("enqueue")[0], self._queue_keys(message.queue_name)
         command = ("EVALSHA", sha, 3, keys[0], keys[1], keys[3], redis_id, message.encode())
@@ -396,7 +387,11 @@ class RedisBroker(DramatiqCommands, Broker):
             consumed = sorted(self._consumed)
         args = (self._prefix, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl)
         keys = (self._heartbeats_key, self._registry_key)
-        recovered = int(self._run_script("heartbeat", keys, (*args, int(retire), *consumed), retry=False))
+        # Recover only if the previous beat went through an interval ago (see heartbeat.lua: outages).
+        steady = time.monotonic() - self._last_beat_s <= 2 * self.heartbeat_interval_s
+        mode = 1 if retire else 2 if steady else 0
+        recovered = int(self._run_script("heartbeat", keys, (*args, mode, *consumed), retry=False))
+        self._last_beat_s = time.monotonic()
         if recovered and not retire:
             self.logger.warning("Returned %d messages of dead workers to their queues.", recovered)
         return recovered
@@ -568,14 +563,19 @@ class _RedisConsumer(Consumer):
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""
         proxies = [cast(_RedisMessageProxy, m) for m in messages]
-        if proxies:
-            self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
-        with self._cond:
-            for m in proxies:
-                m._settled = True
-                self._handed.discard(m.redis_id)
-            self._cond.notify_all()
-            self._release_if_done()
+        try:
+            if proxies:
+                self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
+        except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
+            self.broker._orphans.extend((m._source, m.redis_id) for m in proxies)
+            raise
+        finally:
+            with self._cond:
+                for m in proxies:
+                    m._settled = True
+                    self._handed.discard(m.redis_id)
+                self._cond.notify_all()
+                self._release_if_done()
 
     def close(self) -> None:
         """Hand back messages fetched but never handed out, then release the consumer."""

@@ -501,29 +501,6 @@ def test_old_dead_letters_are_purged_and_clean_shutdown_leaves_no_worker_keys(
     assert client.exists(f"{namespace}:__queues__.{broker.broker_id}") == 0
 
 
-def test_registryless_heartbeats_are_recovered_then_forgotten_once_older_than_a_registry_lives(
-    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
-) -> None:
-    """Dramatiq producers and workers beat without a registry; their entries must not pile up forever."""
-    broker = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=1000, dead_message_ttl=1000)
-    brokers.append(broker)
-    seconds, micros = client.time()
-    now_ms = seconds * 1000 + micros // 1000
-    registry_ttl_ms = 2 * 1000 + 10000  # max(dead_message_ttl, 2 * heartbeat_timeout + 10 s)
-    heartbeats = f"{namespace}:__heartbeats__"
-    client.zadd(heartbeats, {"long-gone": now_ms - registry_ttl_ms - 5000, "just-died": now_ms - 5000})
-    client.hset(f"{namespace}:default.msgs", "held-1", "{}")
-    client.sadd(f"{namespace}:__acks__.just-died.default", "held-1")
-    consumer = broker.consume("default")
-    try:
-        broker.beat()  # (the heartbeat thread the consumer started may have run it first)
-        assert client.lrange(f"{namespace}:default", 0, -1) == [b"held-1"]  # the dead worker's message
-        members = {m.decode() for m in client.zrange(heartbeats, 0, -1)}
-        assert members == {"just-died", broker.broker_id}  # left for Dramatiq's maintenance, for now
-    finally:
-        consumer.close()
-
-
 def test_dramatiqs_do_commands_and_consumer_class(
     client: redis.Redis, namespace: str, brokers: list[RedisBroker]
 ) -> None:
@@ -567,3 +544,43 @@ def test_lua_max_stack_caps_the_fetch_size() -> None:
         timeout=60,
     )
     assert run.stdout.strip() == b"20", run.stderr
+
+
+def test_a_beat_after_a_gap_recovers_nothing_and_the_next_one_does(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
+) -> None:
+    """After a Redis outage every worker's last beat is old: the first beat must not judge live ones dead."""
+    holder = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
+    judge = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
+    brokers.extend([holder, judge])
+    holder.do_enqueue("default", "held-1", Message("default", "work", (), {}, {}).encode())
+    assert len(holder.do_fetch("default", 1)) == 1  # held by `holder`, which beats no more
+    seconds, micros = client.time()
+    client.zadd(f"{namespace}:__heartbeats__", {holder.broker_id: seconds * 1000 + micros // 1000 - 10000})
+    judge._last_beat_s = time.monotonic() - 100  # the judge, too, could not beat for a while
+    assert judge.beat() == 0
+    assert client.llen(f"{namespace}:default") == 0  # still held
+    assert judge.beat() == 1  # one interval later, the holder is still silent: it is dead
+    assert client.lrange(f"{namespace}:default", 0, -1) == [b"held-1"]
+
+
+def test_a_requeue_that_fails_releases_the_consumer_and_hands_back_later(private_redis: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    broker = RedisBroker(url=url, retry_timeout=300, heartbeat_timeout=2000)
+    for n in range(3):
+        broker.do_enqueue("default", f"m{n}", Message("default", "work", (n,), {}, {}).encode())
+    consumer = broker.consume("default", prefetch=3, timeout=100)
+    held = [next(consumer) for _ in range(3)]
+    private_redis.kill()
+    with pytest.raises(ConnectionClosed):
+        consumer.requeue(held)
+    consumer.close()
+    assert "default" not in broker._consumed  # no longer a consumer, though its messages wait to go back
+    private_redis.start()
+    probe = redis.Redis(port=private_redis.port)
+    try:
+        wait_for(lambda: probe.llen("default") == 3, TIMEOUT_S)  # handed back by the heartbeat thread
+        wait_for(lambda: broker._heartbeat_thread is None, TIMEOUT_S)  # which then stops
+    finally:
+        probe.close()
+        broker.close()

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] heartbeats zset, KEYS[2] this worker's queue registry
 -- ARGV[1] key prefix, ARGV[2] worker id, ARGV[3] heartbeat timeout (ms), ARGV[4] dead message ttl (ms),
--- ARGV[5] "1" to retire instead of beating, ARGV[6..] queues consumed
+-- ARGV[5] "1" to retire instead of beating, "2" to beat and recover, "0" to beat only; ARGV[6..] queues consumed
 -- (times come from the server's clock, so hosts whose clocks disagree still agree on who is alive)
 --
 -- 1. Beat: ZADD heartbeats; register the consumed queues (the registry expires after the dead
@@ -10,10 +10,10 @@
 -- 2. Recover: for every worker whose heartbeat is older than the timeout, move each id of its
 --    ack sets that still has a payload back to the head of its queue. A greenroom worker lists
 --    its queues in its registry, so all of them are recovered and it is forgotten; a worker
---    without a registry (a Dramatiq worker or producer) is recovered on the queues this worker
---    consumes and left in the heartbeats for Dramatiq's maintenance to forget, until it has been
---    silent as long as a registry lives: then it is forgotten too (Dramatiq producers never retire,
---    and without Dramatiq workers their entries would pile up and slow every beat).
+--    without a registry (a Dramatiq worker) is recovered on the queues this worker consumes and
+--    left in the heartbeats for Dramatiq's maintenance to forget (Dramatiq producers run it too).
+--    The client asks for recovery only when its previous beat succeeded one interval ago: after a
+--    Redis outage every worker's last beat is old, and the live ones must first beat again.
 -- 3. Purge dead letters older than the dead message ttl on the consumed queues.
 -- Retiring (clean shutdown) drops the heartbeat, registry and fetch records when no ack set is left.
 local prefix, wid = ARGV[1], ARGV[2]
@@ -49,8 +49,7 @@ if #queues > 0 then
     redis.call("sadd", KEYS[2], unpack(queues))
 end
 -- Never shorter than a dead worker takes to be noticed, or its registry would vanish first.
-local registry_ttl = math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[3]) + 10000)
-redis.call("pexpire", KEYS[2], registry_ttl)
+redis.call("pexpire", KEYS[2], math.max(tonumber(ARGV[4]), 2 * tonumber(ARGV[3]) + 10000))
 
 local function recover(worker, queue)
     local acks = acks_key(worker, queue)
@@ -79,11 +78,13 @@ local function recover(worker, queue)
 end
 
 local recovered = 0
+local dead = {}
 -- No LIMIT: stale entries of Dramatiq producers (which beat on every enqueue and never retire) may
 -- pile up at the low end and must not hide a worker that died later.
-local dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])), "WITHSCORES")
-for i = 1, #dead, 2 do
-    local worker, beat = dead[i], tonumber(dead[i + 1])
+if ARGV[5] == "2" then
+    dead = redis.call("zrangebyscore", KEYS[1], "-inf", "(" .. (now - tonumber(ARGV[3])))
+end
+for _, worker in ipairs(dead) do
     if worker ~= wid then
         local registry = prefix .. "__queues__." .. worker
         local registered = redis.call("smembers", registry)
@@ -96,9 +97,6 @@ for i = 1, #dead, 2 do
         else
             for _, queue in ipairs(queues) do
                 recovered = recovered + recover(worker, queue)
-            end
-            if beat < now - registry_ttl then
-                redis.call("zrem", KEYS[1], worker)
             end
         end
     end
