@@ -18,6 +18,7 @@ from .errors import QueueJoinTimeout
 __all__ = [
     "compute_backoff",
     "current_millis",
+    "dead_letter_reason",
     "dq_name",
     "getenv_int",
     "is_expected",
@@ -102,6 +103,18 @@ def getenv_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, not {value!r}") from None
+
+
+def dead_letter_reason(exception: BaseException, limit: int = 4096) -> str:
+    """The ``repr`` of the exception a message is dead-lettered with, at most ``limit`` characters.
+
+    A ``repr`` that raises (an argument whose own ``__repr__`` fails, say) must not keep the message
+    from being dead-lettered: the exception's class name stands in for it."""
+    try:
+        text = repr(exception)
+    except Exception:  # noqa: BLE001 - any failure of user code in repr
+        text = f"{type(exception).__name__} (its repr() failed)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_expected(exception: BaseException, throws: object) -> bool:

@@ -21,8 +21,8 @@ queues with Dramatiq both ways.
 ``min(heartbeat_timeout / 4, 1 s)`` and, in the same atomic script, returns the unsettled messages of
 workers whose last beat is older than ``heartbeat_timeout`` to the head of their queues: a killed,
 frozen or cut-off worker's messages are back within ``heartbeat_timeout + 1 s`` while another worker
-lives, +1 s after a Redis outage (a beat recovers only if the one before went through, so live workers
-beat again first); a worker starting later recovers them on its second beat. Beats use Redis' clock.
+lives, +1 s after a Redis outage (the first beat after a gap near ``heartbeat_timeout`` recovers nothing:
+live workers beat again first); a worker starting later recovers them on its second beat. Server clock.
 
 **Poison payloads** (invalid, or an id without payload) go to ``<cq>.XQ`` with the reason in ``<cq>.XQ.reasons``.
 **Connection loss.** Producers and acks retry with backoff for ``retry_timeout`` ms (5 s by default),
@@ -49,7 +49,7 @@ from redis.exceptions import NoScriptError
 
 from .._redis import DEFAULT_SOCKET_TIMEOUT_S, KEEPALIVE, ReplyWait, translate_broker_errors
 from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, getenv_int, q_name
+from ..common import current_millis, dead_letter_reason, dq_name, getenv_int, q_name
 from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
 from ..logging import get_logger
 from ..message import Message, generate_unique_id, sequential_id
@@ -387,8 +387,8 @@ class RedisBroker(DramatiqCommands, Broker):
             consumed = sorted(self._consumed)
         args = (self._prefix, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl)
         keys = (self._heartbeats_key, self._registry_key)
-        # Recover only if the previous beat went through an interval ago (see heartbeat.lua: outages).
-        steady = time.monotonic() - self._last_beat_s <= 2 * self.heartbeat_interval_s
+        # No recovery after a gap as long as an outage others could not beat through (see heartbeat.lua).
+        steady = time.monotonic() - self._last_beat_s < self.heartbeat_timeout / 1000 - self.heartbeat_interval_s
         mode = 1 if retire else 2 if steady else 0
         recovered = int(self._run_script("heartbeat", keys, (*args, mode, *consumed), retry=False))
         self._last_beat_s = time.monotonic()
@@ -558,7 +558,7 @@ class _RedisConsumer(Consumer):
     def nack(self, message: MessageProxy) -> None:
         """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
         proxy = cast(_RedisMessageProxy, message)
-        self._settle_batched("n", proxy, "" if proxy._exception is None else repr(proxy._exception))
+        self._settle_batched("n", proxy, "" if proxy._exception is None else dead_letter_reason(proxy._exception))
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""

@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from ..broker import MAX_PAYLOAD_BYTES, Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, q_name
+from ..common import current_millis, dead_letter_reason, dq_name, q_name
 from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
@@ -507,7 +507,7 @@ class _SQLiteConsumer(Consumer):
 
     def nack(self, message: MessageProxy) -> None:
         proxy = self._proxy(message)
-        reason = repr(proxy._exception) if proxy._exception is not None else "the message failed"
+        reason = dead_letter_reason(proxy._exception) if proxy._exception is not None else "the message failed"
         self.broker._bury(proxy._row_id, proxy._consumer.owner, proxy.queue_name, proxy.message_id, reason)
         proxy._consumer._release(proxy)
 

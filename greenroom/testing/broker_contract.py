@@ -137,6 +137,25 @@ class BrokerContract:
         wait_for(lambda: self.dead_letter_count(broker, "default") == 1, TIMEOUT_S)
         assert len(attempts) == 3
 
+    def test_a_failure_whose_repr_raises_is_dead_lettered_and_the_queue_moves_on(
+        self, broker: Broker, worker_factory: Any
+    ) -> None:
+        class Unprintable:
+            def __repr__(self) -> str:
+                raise RuntimeError("repr of a detached row")
+
+        record, seen = _recording_actor(broker)
+
+        @actor(broker=broker, max_retries=0)
+        def fail() -> None:
+            raise ValueError(Unprintable())
+
+        for _ in range(3):
+            fail.send()
+        record.send(1)
+        worker_factory(queue_prefetch=1)
+        wait_for(lambda: seen == [1] and self.dead_letter_count(broker, "default") == 3, TIMEOUT_S)
+
     def test_unknown_actor_is_dead_lettered(self, broker: Broker, worker_factory: Any) -> None:
         record, seen = _recording_actor(broker)
 

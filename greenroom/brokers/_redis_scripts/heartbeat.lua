@@ -12,8 +12,9 @@
 --    its queues in its registry, so all of them are recovered and it is forgotten; a worker
 --    without a registry (a Dramatiq worker) is recovered on the queues this worker consumes and
 --    left in the heartbeats for Dramatiq's maintenance to forget (Dramatiq producers run it too).
---    The client asks for recovery only when its previous beat succeeded one interval ago: after a
---    Redis outage every worker's last beat is old, and the live ones must first beat again.
+--    The client asks for no recovery when its previous beat went through longer ago than the
+--    timeout less one interval: after such a Redis outage every worker's last beat is old, and the
+--    live ones must first beat again. (A heartbeat thread merely slowed, by the GIL say, recovers.)
 -- 3. Purge dead letters older than the dead message ttl on the consumed queues.
 -- Retiring (clean shutdown) drops the heartbeat, registry and fetch records when no ack set is left.
 local prefix, wid = ARGV[1], ARGV[2]
