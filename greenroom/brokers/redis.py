@@ -117,7 +117,8 @@ class RedisBroker(DramatiqCommands, Broker):
         self.queues: set[str] = set()
         self._prefix = f"{namespace}:" if namespace else ""
         self._heartbeats_key = self._prefix + "__heartbeats__"
-        self.heartbeat_interval_s = max(0.05, min(heartbeat_timeout / 4000, 1.0))
+        self.heartbeat_interval_s = interval = max(0.05, min(heartbeat_timeout / 4000, 1.0))
+        self._steady_gap_s = max(heartbeat_timeout / 1000 - interval, 2 * interval)  # see beat()
         self._scripts: dict[str, tuple[str, bytes]] = {}
         self._start_process_state()
         restart = weakref.WeakMethod(self._start_process_state)
@@ -387,8 +388,7 @@ class RedisBroker(DramatiqCommands, Broker):
             consumed = sorted(self._consumed)
         args = (self._prefix, self.broker_id, self.heartbeat_timeout, self.dead_message_ttl)
         keys = (self._heartbeats_key, self._registry_key)
-        # No recovery after a gap as long as an outage others could not beat through (see heartbeat.lua).
-        steady = time.monotonic() - self._last_beat_s < self.heartbeat_timeout / 1000 - self.heartbeat_interval_s
+        steady = time.monotonic() - self._last_beat_s < self._steady_gap_s  # else an outage: see heartbeat.lua
         mode = 1 if retire else 2 if steady else 0
         recovered = int(self._run_script("heartbeat", keys, (*args, mode, *consumed), retry=False))
         self._last_beat_s = time.monotonic()

@@ -585,3 +585,17 @@ def test_a_requeue_that_fails_releases_the_consumer_and_hands_back_later(private
     finally:
         probe.close()
         broker.close()
+
+
+def test_a_tiny_heartbeat_timeout_still_recovers_at_the_beat_cadence(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
+) -> None:
+    holder = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=100)
+    judge = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=100)  # beats every 50 ms
+    brokers.extend([holder, judge])
+    holder.do_enqueue("default", "held-1", Message("default", "work", (), {}, {}).encode())
+    holder.do_fetch("default", 1)
+    seconds, micros = client.time()
+    client.zadd(f"{namespace}:__heartbeats__", {holder.broker_id: seconds * 1000 + micros // 1000 - 1000})
+    judge._last_beat_s = time.monotonic() - 0.07  # the previous beat, one interval and a little ago
+    assert judge.beat() == 1
