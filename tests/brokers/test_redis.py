@@ -546,17 +546,25 @@ def test_lua_max_stack_caps_the_fetch_size() -> None:
     assert run.stdout.strip() == b"20", run.stderr
 
 
-def test_a_beat_after_a_gap_recovers_nothing_and_the_next_one_does(
-    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
-) -> None:
-    """After a Redis outage every worker's last beat is old: the first beat must not judge live ones dead."""
-    holder = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
-    judge = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=2000)
+def a_silent_holder_and_a_judge(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker], heartbeat_timeout: int
+) -> RedisBroker:
+    """A broker holding message ``held-1`` whose last beat is 10 timeouts old; returns another broker."""
+    holder, judge = (RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=heartbeat_timeout) for _ in "hj")
     brokers.extend([holder, judge])
     holder.do_enqueue("default", "held-1", Message("default", "work", (), {}, {}).encode())
     assert len(holder.do_fetch("default", 1)) == 1  # held by `holder`, which beats no more
     seconds, micros = client.time()
-    client.zadd(f"{namespace}:__heartbeats__", {holder.broker_id: seconds * 1000 + micros // 1000 - 10000})
+    silent_since = seconds * 1000 + micros // 1000 - 10 * heartbeat_timeout
+    client.zadd(f"{namespace}:__heartbeats__", {holder.broker_id: silent_since})
+    return judge
+
+
+def test_a_beat_after_a_gap_recovers_nothing_and_the_next_one_does(
+    client: redis.Redis, namespace: str, brokers: list[RedisBroker]
+) -> None:
+    """After a Redis outage every worker's last beat is old: the first beat must not judge live ones dead."""
+    judge = a_silent_holder_and_a_judge(client, namespace, brokers, 2000)
     judge._last_beat_s = time.monotonic() - 100  # the judge, too, could not beat for a while
     assert judge.beat() == 0
     assert client.llen(f"{namespace}:default") == 0  # still held
@@ -590,12 +598,6 @@ def test_a_requeue_that_fails_releases_the_consumer_and_hands_back_later(private
 def test_a_tiny_heartbeat_timeout_still_recovers_at_the_beat_cadence(
     client: redis.Redis, namespace: str, brokers: list[RedisBroker]
 ) -> None:
-    holder = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=100)
-    judge = RedisBroker(url=REDIS_URL, namespace=namespace, heartbeat_timeout=100)  # beats every 50 ms
-    brokers.extend([holder, judge])
-    holder.do_enqueue("default", "held-1", Message("default", "work", (), {}, {}).encode())
-    holder.do_fetch("default", 1)
-    seconds, micros = client.time()
-    client.zadd(f"{namespace}:__heartbeats__", {holder.broker_id: seconds * 1000 + micros // 1000 - 1000})
+    judge = a_silent_holder_and_a_judge(client, namespace, brokers, 100)  # beats every 50 ms
     judge._last_beat_s = time.monotonic() - 0.07  # the previous beat, one interval and a little ago
     assert judge.beat() == 1
