@@ -69,8 +69,8 @@ class Message(Generic[R]):
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     options: dict[str, Any]
-    message_id: str = dataclasses.field(default_factory=generate_unique_id)
-    message_timestamp: int = dataclasses.field(default_factory=current_millis)
+    message_id: str
+    message_timestamp: int
 
     def __init__(
         self,

@@ -16,7 +16,13 @@ from ..message import generate_unique_id
 if TYPE_CHECKING:
     from .redis import RedisBroker
 
-__all__ = ["DramatiqCommands"]
+__all__ = ["DramatiqCommands", "fetch_keys"]
+
+
+def fetch_keys(broker: RedisBroker, queue_name: str) -> tuple[str, ...]:
+    """The KEYS of fetch.lua for ``queue_name`` (consumers and ``do_fetch`` both run it)."""
+    keys = broker._queue_keys(queue_name)
+    return (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])
 
 
 def _enqueue(broker: RedisBroker, queue_name: str, redis_id: str, payload: bytes | str) -> int:
@@ -28,9 +34,8 @@ def _enqueue(broker: RedisBroker, queue_name: str, redis_id: str, payload: bytes
 def _fetch(broker: RedisBroker, queue_name: str, count: int) -> list[bytes]:
     """Move up to ``count`` ids into this broker's ack set and return their payloads. As in Dramatiq,
     they count as held by this broker while it beats; settle them with the commands below."""
-    keys = broker._queue_keys(queue_name)
-    fetch_keys = (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])
-    reply = broker._run_script("fetch", fetch_keys, (count, broker.broker_id, queue_name, generate_unique_id()))
+    args = (count, broker.broker_id, queue_name, generate_unique_id())
+    reply = broker._run_script("fetch", fetch_keys(broker, queue_name), args)
     return [payload for payload in reply[1::2] if payload is not None]
 
 

@@ -54,7 +54,7 @@ from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, Decod
 from ..logging import get_logger
 from ..message import Message, generate_unique_id, sequential_id
 from ..middleware.middleware import Middleware
-from ._redis_dispatch import DramatiqCommands
+from ._redis_dispatch import DramatiqCommands, fetch_keys
 
 __all__ = ["RedisBroker", "ReplyWait"]
 
@@ -450,7 +450,7 @@ class _RedisConsumer(Consumer):
         with broker._lock:
             self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
         self._wake_key = keys[3]
-        self._fetch_keys = (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])  # see fetch.lua
+        self._fetch_keys = fetch_keys(broker, queue_name)
         #: Fetched, not yet handed out; only the iterating thread touches it.
         self._cache: deque[tuple[bytes, bytes | None]] = deque()
         #: Ids handed out and not settled. Guarded by _cond (iterating thread and worker threads).
