@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ._fork_gate import sqlite_operation
 from .errors import ConnectionClosed, ConnectionFailed
 
 __all__ = ["ExpiringTable", "ThreadLocalConnections", "translate_sqlite_errors"]
@@ -120,29 +121,42 @@ class ThreadLocalConnections:
     @staticmethod
     @contextmanager
     def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            # BEGIN inside the try: whatever ends the block after it, the transaction is rolled
+            # back rather than left open (which would lock out every other writer).
+            conn.execute("BEGIN IMMEDIATE")
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error)."""
-        with self._write(self.connection()) as conn:
+        """A write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error).
+
+        Neither a fork nor an actor's interrupt happens inside it (see :mod:`greenroom._fork_gate`).
+        """
+        with sqlite_operation(), self._write(self.connection()) as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, for reads that neither a fork nor an interrupt may tear."""
+        with sqlite_operation():
+            yield self.connection()
 
     def close(self) -> None:
         """Close every connection opened so far (they reopen on next use)."""
         with self._lock:
             connections, self._all = self._all, []
-        for conn in connections:
-            try:
-                conn.close()
-            except sqlite3.ProgrammingError:
-                pass  # closed from another thread than its own: SQLite refuses, the GC closes it
+        with sqlite_operation():  # a close may checkpoint the WAL: not across a fork
+            for conn in connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass  # closed from another thread than its own: SQLite refuses, the GC closes it
         self._local = threading.local()
 
 
@@ -178,7 +192,11 @@ class ExpiringTable:
     def get(self, key: str, now_ms: int, conn: sqlite3.Connection | None = None) -> Any:
         """The value of an unexpired row, or None; read on ``conn`` (within its transaction) if given."""
         with translate_sqlite_errors():
-            row = (conn or self.connections.connection()).execute(self._select, (key, now_ms)).fetchone()
+            if conn is not None:
+                row = conn.execute(self._select, (key, now_ms)).fetchone()
+            else:
+                with self.connections.read() as own:
+                    row = own.execute(self._select, (key, now_ms)).fetchone()
         return None if row is None else row[0]
 
     @contextmanager

@@ -304,6 +304,18 @@ class Consumer(abc.ABC):
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the broker (the default does nothing)."""
 
+    def keep_alive(self, timeout_s: float) -> None:
+        """Keep the consumer's connection alive for up to ``timeout_s`` seconds while it is not iterated.
+
+        A paused worker calls this in a loop instead of ``__next__``, from the thread that iterates
+        the consumer, so that a broker that needs that thread to service its connection
+        (heartbeats, acknowledgements queued by worker threads) can do so without handing out
+        messages. The default does nothing and returns at once; the caller waits out the rest.
+
+        Raises:
+          BrokerConnectionError: When the connection is lost; the caller reconnects later.
+        """
+
     def close(self) -> None:
         """Release the consumer's resources."""
 

@@ -11,10 +11,10 @@ from queue import Empty, PriorityQueue
 from typing import TYPE_CHECKING, Any
 
 from .common import current_millis, getenv_int, is_expected, iter_queue, join_all, join_queue, q_name
-from .errors import ActorNotFound, BrokerConnectionError, QueueJoinTimeout, RateLimitExceeded, Retry
+from .errors import ActorNotFound, BrokerConnectionError, BrokerError, QueueJoinTimeout, RateLimitExceeded, Retry
 from .logging import get_logger
 from .middleware.middleware import SkipMessage
-from .threading import Interrupt
+from .threading import run_interruptible
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -247,7 +247,7 @@ class ConsumerThread(_PausableThread):
         while self.running:
             if self.paused:
                 self.paused_event.set()
-                self._stop_event.wait(self.worker_timeout / 1000)
+                self._wait_while_paused()
                 continue
             self.paused_event.clear()
             try:
@@ -259,6 +259,20 @@ class ConsumerThread(_PausableThread):
                 self.logger.critical("Consumer encountered an unexpected error.", exc_info=True)
                 self._reset()
         self.broker.emit_before("consumer_thread_shutdown", self)
+
+    def _wait_while_paused(self) -> None:
+        """Wait one poll interval while paused, letting the broker consumer keep its connection alive."""
+        timeout_s = self.worker_timeout / 1000
+        deadline_s = time.monotonic() + timeout_s
+        if self.consumer is not None:
+            try:
+                # Without this, a broker that drops silent connections (RabbitMQ's heartbeats) would
+                # deliver the prefetched messages again, to run a second time after resume().
+                self.consumer.keep_alive(timeout_s)
+            except Exception:
+                self.logger.warning("The paused consumer lost its connection; reconnecting on resume.", exc_info=True)
+                self.close()
+        self._stop_event.wait(max(0.0, deadline_s - time.monotonic()))
 
     def _reset(self) -> None:
         """Hand back delayed messages, drop the broker consumer, and wait before reconnecting."""
@@ -328,12 +342,28 @@ class ConsumerThread(_PausableThread):
         now_ms = current_millis() if now_ms is None else now_ms
         # Only this thread touches the delay queue while it runs, so peeking at the heap is safe.
         while self.delay_queue.queue and self.delay_queue.queue[0][0] <= now_ms:
-            _, _, message = self.delay_queue.get_nowait()
+            item = self.delay_queue.get_nowait()
+            message = item[2]
             try:
                 moved = message._message.copy(queue_name=q_name(message.queue_name))
                 del moved.options["eta"]
                 self.broker.enqueue(moved)
                 self.post_process_message(message)
+            except BrokerError:
+                # The broker could not take it (now): the message stays held with the others, so
+                # the consumer's reset hands it back with them instead of leaving it nowhere.
+                self.delay_queue.put(item)
+                raise
+            except Exception as exc:
+                # Only this message cannot be moved (an invalid option from a foreign producer, say):
+                # resetting the consumer would bring it back first, forever. It alone is dead-lettered.
+                self.logger.error(
+                    "Could not move delayed message %r to its queue (%r); dead-lettering it.",
+                    message.message_id,
+                    exc,
+                    exc_info=True,
+                )
+                self._dead_letter(message, exc)
             finally:
                 self.delay_queue.task_done()
 
@@ -461,7 +491,8 @@ class WorkerThread(_PausableThread):
             broker.emit_before("process_message", message)
             result = None
             if not message.failed:
-                result = actor(*message.args, **message.kwargs)
+                # Interrupts (time limit, shutdown) are armed for the actor's own code only.
+                result = run_interruptible(message.message_id, actor, message.args, message.kwargs)
         except SkipMessage as exc:
             if message.failed:
                 message.stuff_exception(exc)
@@ -472,17 +503,12 @@ class WorkerThread(_PausableThread):
             self._log_failure(message, actor, exc)
             broker.emit_after("process_message", message, exception=exc)
         else:
-            # Outside the actor's try: a time-limit or shutdown interrupt that lands after the actor
-            # returned must not turn a success into a failure (and a retry).
-            try:
-                if result is not None and not broker.has_results_middleware and "pipe_target" not in message.options:
-                    self.logger.warning(
-                        "Actor %r returned a value that was discarded; add the Results middleware to keep it.",
-                        message.actor_name,
-                    )
-                broker.emit_after("process_message", message, result=result)
-            except Interrupt:
-                self.logger.warning("Ignored an interrupt that arrived after message %r finished.", message.message_id)
+            if result is not None and not broker.has_results_middleware and "pipe_target" not in message.options:
+                self.logger.warning(
+                    "Actor %r returned a value that was discarded; add the Results middleware to keep it.",
+                    message.actor_name,
+                )
+            broker.emit_after("process_message", message, result=result)
         finally:
             if consumer is not None:
                 consumer.post_process_message(message)

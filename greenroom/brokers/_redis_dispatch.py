@@ -79,6 +79,6 @@ class DramatiqCommands:
     @property
     def consumer_class(self) -> type[Consumer]:
         """The consumer class; ``consumer_class(broker, queue_name, prefetch, timeout)`` is ``broker.consume``."""
-        from .redis import _RedisConsumer
+        from ._redis_consumer import _RedisConsumer
 
         return _RedisConsumer

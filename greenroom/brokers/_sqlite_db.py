@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from .._fork_gate import sqlite_operation
 from ..errors import BrokerError, ConnectionClosed, ConnectionFailed
 
 __all__ = ["SCHEMA_VERSION", "Database"]
@@ -166,13 +167,18 @@ class Database:
         self._schema_ready = True
 
     def _retry(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt``, retrying with bounded backoff while the database is busy."""
+        """Run ``attempt``, retrying with bounded backoff while the database is busy.
+
+        Each attempt is one :func:`~greenroom._fork_gate.sqlite_operation`: no fork happens and no
+        interrupt lands while it runs; the backoff between attempts is outside it.
+        """
         give_up_s = time.monotonic() + self.lock_retry_ms / 1000
         backoff_s = 0.005
         with _translate_sqlite_errors(self.path):
             while True:
                 try:
-                    return attempt()
+                    with sqlite_operation():
+                        return attempt()
                 except sqlite3.OperationalError as exc:
                     if not _is_busy(exc) or time.monotonic() >= give_up_s:
                         raise
@@ -197,8 +203,10 @@ class Database:
             if connection.synchronous != level:
                 conn.execute(f"PRAGMA synchronous={level}")  # not allowed inside a transaction
                 connection.synchronous = level
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: whatever ends the attempt after it, the transaction is
+                # rolled back rather than left open (which would lock out every other writer).
+                conn.execute("BEGIN IMMEDIATE")
                 result = operation(conn)
                 conn.execute("COMMIT")
             except BaseException:
@@ -225,6 +233,7 @@ class Database:
         with self._lock:
             connections, self._connections = self._connections, []
             self._generation += 1
-        for connection in connections:
-            with contextlib.suppress(sqlite3.Error):
-                connection.conn.close()
+        with sqlite_operation():  # a close may checkpoint the WAL: not across a fork
+            for connection in connections:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.conn.close()

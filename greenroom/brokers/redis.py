@@ -42,31 +42,29 @@ import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
 from .._redis import DEFAULT_SOCKET_TIMEOUT_S, KEEPALIVE, ReplyWait, translate_broker_errors
-from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dead_letter_reason, dq_name, getenv_int, q_name
-from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, DecodeError, QueueJoinTimeout
+from ..broker import Broker, Consumer
+from ..common import current_millis, dq_name, q_name
+from ..errors import BrokerConnectionError, BrokerError, ConnectionClosed, QueueJoinTimeout
 from ..logging import get_logger
-from ..message import Message, generate_unique_id, sequential_id
+from ..message import Message, sequential_id
 from ..middleware.middleware import Middleware
-from ._redis_dispatch import DramatiqCommands, fetch_keys
+from ..threading import interrupts_deferred
+from ._redis_consumer import MAX_FETCH as MAX_FETCH  # public since the first release (the fetch size cap)
+from ._redis_consumer import Command, _RedisConsumer
+from ._redis_dispatch import DramatiqCommands
 
 __all__ = ["RedisBroker", "ReplyWait"]
 
-#: Most ids one fetch script call moves (keeps Lua's unpack within its stack: half the limit, if one is set).
-MAX_FETCH = min(1000, (getenv_int("greenroom_lua_max_stack") or 2000) // 2)
 #: Most messages one enqueue script call carries in a batch.
 ENQUEUE_CHUNK = 500
-#: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
-IDLE_POLL_S = 0.1
 
 _Op = tuple[str, bytes, str]  # (op, redis id, reason): see settle.lua
-_Command = tuple[Any, ...]  # one Redis command: its name and arguments
 
 
 class RedisBroker(DramatiqCommands, Broker):
@@ -163,7 +161,7 @@ class RedisBroker(DramatiqCommands, Broker):
 
     def _round_trip(
         self,
-        commands: list[_Command],
+        commands: list[Command],
         *,
         retry: bool = True,
         script: str = "",
@@ -174,12 +172,13 @@ class RedisBroker(DramatiqCommands, Broker):
         """Write commands at once (unless ``sent``) with redis-py's packer, read a reply each. Retries
         connection errors for ``retry_timeout`` (a resend after a lost reply loses nothing; at worst a
         message runs twice); loads ``script`` on NOSCRIPT and resends, on the connection ``using`` or
-        else this thread's. A producer's round trip (``poll=True``) waits with :attr:`reply_wait`."""
+        else this thread's. A producer's round trip (``poll=True``) waits with :attr:`reply_wait`.
+        Inside an actor, an interrupt waits until the replies are read."""
         deadline_s, attempt = time.monotonic() + self.retry_timeout_s, 0
         while True:
             conn = using or self._connection()
             try:
-                with translate_broker_errors():
+                with interrupts_deferred(), translate_broker_errors():
                     try:
                         if not sent:
                             conn.send_packed_command(conn.pack_commands(commands), check_health=False)
@@ -260,7 +259,7 @@ class RedisBroker(DramatiqCommands, Broker):
         conn = self._connection()
         sent: list[Message[Any]] = []
         buffers: dict[str, list[Any]] = {}
-        commands: list[_Command] = []
+        commands: list[Command] = []
         streaming = True
 
         def send(queue_name: str, args: list[Any]) -> None:
@@ -414,186 +413,3 @@ class RedisBroker(DramatiqCommands, Broker):
             if self._settle_conn is None:
                 self._settle_conn = self._new_connection()
             self._run_script("settle", self._queue_keys(queue_name), args, retry=retry, conn=self._settle_conn)
-
-
-class _RedisMessageProxy(MessageProxy):
-    """A proxy that knows its Redis id and hands its message back if it is dropped unsettled."""
-
-    def __init__(self, message: Message[Any], redis_id: bytes, orphans: deque[tuple[str, bytes]]) -> None:
-        super().__init__(message)
-        self.redis_id = redis_id
-        self._settled = False
-        self._orphans = orphans
-        self._source = message.queue_name
-
-    def __del__(self) -> None:
-        # Dropped unsettled (e.g. delayed messages a reconnecting consumer thread forgets): hand it back.
-        if not self._settled:
-            self._orphans.append((self._source, self.redis_id))
-
-
-_Waiter = list[Any]  # [op, done, error] of one settle call waiting in a group commit
-
-
-class _RedisConsumer(Consumer):
-    """Fetches batches into a local cache; acks of concurrent worker threads share round trips.
-
-    Settling is a group commit: an ack made while another settle call is in flight joins the next
-    call, and ``ack`` returns only once its message is settled in Redis."""
-
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
-        self.broker, self.logger = broker, broker.logger
-        self.queue_name = queue_name
-        self.prefetch, self.timeout_s = prefetch, timeout_ms / 1000
-        keys = broker._queue_keys(queue_name)
-        broker._consumer_opened(queue_name)  # heartbeats now cover this queue
-        with broker._lock:
-            self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
-        self._wake_key = keys[3]
-        self._fetch_keys = fetch_keys(broker, queue_name)
-        #: Fetched, not yet handed out; only the iterating thread touches it.
-        self._cache: deque[tuple[bytes, bytes | None]] = deque()
-        #: Ids handed out and not settled. Guarded by _cond (iterating thread and worker threads).
-        self._handed: set[bytes] = set()
-        self._cond = threading.Condition()
-        self._settle_busy = False
-        self._settle_pending: list[_Waiter] = []
-        self._closed = False
-        self._released = False
-
-    def __next__(self) -> MessageProxy | None:
-        deadline_s, wait_s = time.monotonic() + self.timeout_s, 0.0
-        while True:
-            while self._cache:
-                proxy = self._to_proxy(*self._cache.popleft())
-                if proxy is not None:
-                    return proxy
-            with self._cond:
-                room = self.prefetch - len(self._handed)
-                if room <= 0:
-                    # Full: wait for an ack to free a slot rather than polling Redis.
-                    self._cond.wait(max(0.0, deadline_s - time.monotonic()))
-                    if self.prefetch - len(self._handed) <= 0:
-                        return None
-                    continue
-            if self._fetch(min(room, MAX_FETCH), wait_s):
-                continue
-            remaining_s = deadline_s - time.monotonic()
-            if remaining_s <= 0.001:
-                return None
-            # Idle: the next fetch first blocks until a producer pushes a wake-up token, or for a short poll.
-            wait_s = max(0.001, min(remaining_s, IDLE_POLL_S))
-
-    def _fetch(self, count: int, wait_s: float) -> int:
-        broker = self.broker
-        with self._fetch_lock:
-            # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
-            token = broker._fetch_tokens.setdefault(self.queue_name, generate_unique_id())
-            keys, args = self._fetch_keys, (count, broker.broker_id, self.queue_name, token)
-            commands: list[_Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
-            if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
-                commands.insert(0, ("BLPOP", self._wake_key, f"{wait_s:.3f}"))
-            reply = broker._round_trip(commands, retry=False, script="fetch")[-1]
-            broker._fetch_tokens.pop(self.queue_name, None)
-        self._cache.extend(zip(reply[::2], reply[1::2], strict=True))
-        return len(reply)
-
-    def _to_proxy(self, redis_id: bytes, payload: bytes | None) -> MessageProxy | None:
-        if payload is None:
-            self.logger.error("Message %s on %r had no payload; it was dead-lettered.", redis_id, self.queue_name)
-            return None
-        try:
-            message = decode_message(payload)
-        except DecodeError as exc:
-            self.logger.error("Dead-lettering invalid payload %s on %r: %s", redis_id, self.queue_name, exc)
-            try:
-                self.broker._settle(self.queue_name, [("n", redis_id, str(exc))], retry=False)
-            except BrokerError:
-                self._cache.appendleft((redis_id, payload))  # close() hands it back with the rest
-                raise
-            return None
-        proxy = _RedisMessageProxy(message, redis_id, self.broker._orphans)
-        if message.queue_name != self.queue_name:
-            # The worker routes the ack by queue_name; route it to the queue the message is really on.
-            proxy.queue_name = proxy._source = self.queue_name
-        with self._cond:
-            self._handed.add(redis_id)
-        return proxy
-
-    def _settle_batched(self, op: str, proxy: _RedisMessageProxy, reason: str = "") -> None:
-        """Group commit: the first waiting thread sends every pending op; all return once sent."""
-        waiter: _Waiter = [(op, proxy.redis_id, reason), False, None]
-        with self._cond:
-            self._settle_pending.append(waiter)
-            while not waiter[1]:
-                if self._settle_busy:
-                    self._cond.wait()
-                    continue
-                self._settle_busy = True
-                batch, self._settle_pending = self._settle_pending, []
-                error: BaseException | None = None
-                self._cond.release()
-                try:
-                    self.broker._settle(self.queue_name, [w[0] for w in batch])
-                except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                for w in batch:
-                    w[1:] = True, error
-                    if error is None:
-                        self._handed.discard(w[0][1])
-                self._settle_busy = False
-                self._cond.notify_all()
-                self._release_if_done()
-        error = waiter[2]
-        if error is not None:
-            raise (type(error) if isinstance(error, BrokerError) else BrokerError)(str(error)) from error
-        proxy._settled = True
-
-    def ack(self, message: MessageProxy) -> None:
-        """Acknowledge a message; returns once Redis has forgotten it."""
-        self._settle_batched("a", cast(_RedisMessageProxy, message))
-
-    def nack(self, message: MessageProxy) -> None:
-        """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
-        proxy = cast(_RedisMessageProxy, message)
-        self._settle_batched("n", proxy, "" if proxy._exception is None else dead_letter_reason(proxy._exception))
-
-    def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        """Hand unprocessed messages back to the head of their queue."""
-        proxies = [cast(_RedisMessageProxy, m) for m in messages]
-        try:
-            if proxies:
-                self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
-        except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
-            self.broker._orphans.extend((m._source, m.redis_id) for m in proxies)
-            raise
-        finally:
-            with self._cond:
-                for m in proxies:
-                    m._settled = True
-                    self._handed.discard(m.redis_id)
-                self._cond.notify_all()
-                self._release_if_done()
-
-    def close(self) -> None:
-        """Hand back messages fetched but never handed out, then release the consumer."""
-        if self._closed:
-            return
-        self._closed, cached = True, [redis_id for redis_id, payload in self._cache if payload is not None]
-        self._cache.clear()
-        try:
-            if cached:
-                self.broker._settle(self.queue_name, [("r", redis_id, "") for redis_id in cached], retry=False)
-        except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
-            self.broker._orphans.extend((self.queue_name, redis_id) for redis_id in cached)
-        with self._cond:
-            self._release_if_done()
-
-    def _release_if_done(self) -> None:
-        """Once closed and every handed-out message is settled, stop counting as a consumer (under _cond):
-        until then the broker keeps heartbeating, so that messages still running do not look abandoned."""
-        if self._closed and not self._handed and not self._released:
-            self._released = True
-            self.broker._consumer_closed(self.queue_name)

@@ -24,6 +24,7 @@ from ._exit_codes import ExitCode, StartupError
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
 from ._metrics import prepare_metrics_directory
 from ._pidfile import PidFileError, remove_pidfile, write_pidfile
+from ._reexec import reexec, take_held_signals
 from ._supervisor import Supervisor
 from ._watch import check_watch_prerequisites, start_watcher
 
@@ -99,6 +100,7 @@ def run(options: CliOptions, output: LogOutput) -> int:
         forwarder,
         gevent=is_gevent_active(),
         on_ready=lambda: stop_watching.extend(_start_watching(options)),
+        held_signals=take_held_signals(),
     )
     try:
         code = supervisor.run()
@@ -106,8 +108,8 @@ def run(options: CliOptions, output: LogOutput) -> int:
         for stop in stop_watching:
             stop()
         forwarder.stop()
-    if supervisor.reload and code == ExitCode.OK:
-        _reexec(output)
+    if supervisor.reload:
+        _reexec(output, supervisor.held_signals)
     logger.info("Greenroom stopped (exit code %d).", code)
     output.close()
     return code
@@ -131,11 +133,8 @@ def _start_watching(options: CliOptions) -> list[Callable[[], None]]:
     ]
 
 
-def _reexec(output: LogOutput) -> NoReturn:
+def _reexec(output: LogOutput, held: frozenset[signal.Signals]) -> NoReturn:
     """Replace this process with a fresh run of the same command: new code, same PID."""
     logger.info("Reloading: starting greenroom again.")
     output.close()
-    # sys.orig_argv is the interpreter's own command line, so ``python -m greenroom``, the console
-    # scripts and interpreter options all come back exactly as they were started.
-    argv = [sys.executable, *sys.orig_argv[1:]]
-    os.execv(sys.executable, argv)
+    reexec(held)

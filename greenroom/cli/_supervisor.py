@@ -30,6 +30,7 @@ from ._child import HANDLED_SIGNALS, ChildPipes
 from ._exit_codes import ExitCode
 from ._fork_process import ForkSpec, run_fork
 from ._log_pipes import LogForwarder
+from ._reexec import hold_signals, release_signals
 from ._worker_process import WorkerSpec, run_worker
 
 __all__ = ["Supervisor", "restart_pause_s"]
@@ -158,6 +159,13 @@ class Supervisor:
       forwarder: The thread that writes the children's logs (started by :meth:`run`).
       gevent: Whether worker processes run under gevent.
       on_ready: Called once the first workers have booted (starts the file watcher).
+      held_signals: Signals the re-exec of a reload left blocked (see ``_reexec``); they are
+        unblocked once the handlers are installed.
+
+    After :meth:`run`, ``reload`` says whether the caller must re-execute the command for a
+    reload; the handled signals are then blocked in the main thread (``held_signals`` names
+    those that were not blocked before), so that none can end the process before the new image
+    has installed its handlers.
     """
 
     def __init__(
@@ -167,6 +175,7 @@ class Supervisor:
         *,
         gevent: bool = False,
         on_ready: Callable[[], None] | None = None,
+        held_signals: frozenset[signal.Signals] = frozenset(),
     ) -> None:
         self.options = options
         self.forwarder = forwarder
@@ -179,6 +188,7 @@ class Supervisor:
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.state = _State.BOOTING
         self.reload = False
+        self.held_signals = held_signals
         #: Whether INT or TERM was received (a second one kills the worker processes).
         self._told_to_stop = False
         self.fatal_code: int | None = None
@@ -191,18 +201,45 @@ class Supervisor:
     def run(self) -> int:
         """Start the workers, supervise until the tree is stopped; returns the exit code."""
         previous_handlers: dict[signal.Signals, Any] = {}
+        code: int | None = None
         try:
             with _signals_blocked():
                 # Threads inherit the blocked mask, so signals reach the main thread only.
                 self.forwarder.start()
                 previous_handlers = self._install_signal_handlers()
                 self.spawn_workers()
-            return self.supervise()
+            # Signals that came during the re-exec were kept pending for the handlers: here they are.
+            release_signals(self.held_signals)
+            self.held_signals = frozenset()
+            code = self.supervise()
+            return code
         finally:
+            # A reload whose stop went wrong (a worker process crashed meanwhile) ends the run instead.
+            self.reload = self.reload and code == ExitCode.OK
+            if self.reload:
+                self._hold_signals_for_reexec()
             signal.set_wakeup_fd(-1)
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
+            if not self.reload:
+                # A TERM cancelled the reload: what still comes goes to the previous handlers.
+                release_signals(self.held_signals)
+                self.held_signals = frozenset()
             self.close()
+
+    def _hold_signals_for_reexec(self) -> None:
+        """Block the handled signals from now until the new image has its handlers (``_reexec``)."""
+        self.held_signals = hold_signals()
+        # The loop has ended: a signal caught since its last look is only queued. A TERM or INT
+        # there still means "stop", as during the rest of the reload; another HUP changes nothing.
+        while True:
+            try:
+                signum = self.signals.get_nowait()
+            except queue.Empty:
+                return
+            if signum != signal.SIGHUP and self.reload:
+                logger.info("Received %s; stopping instead of reloading.", signal.Signals(signum).name)
+                self.reload = False
 
     def close(self) -> None:
         """Release the signal wake-up socket (``run`` does it when it returns)."""
@@ -339,7 +376,11 @@ class Supervisor:
             self.options.threads,
         )
         if self.on_ready is not None:
-            self.on_ready()
+            # The file watcher's threads inherit the blocked mask: a signal must never reach one
+            # of them once the main thread has blocked it for a re-exec and restored the default
+            # dispositions, which would end the process.
+            with _signals_blocked():
+                self.on_ready()
 
     def _check_boot_deadlines(self) -> None:
         if self.state is not _State.BOOTING:

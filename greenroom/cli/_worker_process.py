@@ -24,7 +24,7 @@ from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
 from ._exit_codes import ExitCode, StartupError
 from ._metrics import install_metrics_middleware
 
-__all__ = ["WorkerSpec", "import_broker", "import_object", "run_worker"]
+__all__ = ["WorkerSpec", "import_broker", "import_module", "import_object", "run_worker"]
 
 #: How often (s) the main thread of a worker process checks whether to stop.
 POLL_INTERVAL_S = 0.1
@@ -66,14 +66,29 @@ class _StopState:
         self.stop_requested = False
 
 
+def import_module(name: str) -> ModuleType:
+    """Import the module ``name`` of the application.
+
+    Raises:
+      ImportError: When it cannot be imported, a syntax error in its source (or in a module it
+        imports) included: either way the code cannot run, and the command exits with
+        ``ExitCode.IMPORT`` and one line instead of crashing with a traceback.
+    """
+    try:
+        return importlib.import_module(name)
+    except SyntaxError as exc:
+        # str() names the file and line: "invalid syntax (app.py, line 3)".
+        raise ImportError(f"{type(exc).__name__}: {exc}", name=name) from exc
+
+
 def import_object(value: str) -> tuple[ModuleType, object | None]:
     """Import ``module`` or ``module:dotted.attribute``.
 
     Raises:
-      ImportError: When the module or the attribute does not exist.
+      ImportError: When the module or the attribute does not exist, or the module has a syntax error.
     """
     module_name, _, attribute = value.partition(":")
-    module = importlib.import_module(module_name)
+    module = import_module(module_name)
     if not attribute:
         return module, None
     try:
@@ -157,7 +172,7 @@ def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
         install_metrics_middleware(broker)
         broker.emit_after("process_boot")
         for module in spec.modules:
-            importlib.import_module(module)
+            import_module(module)
     except ImportError as exc:
         raise StartupError(ExitCode.IMPORT, f"Could not import {_describe_import(spec, exc)}: {exc}") from exc
     forks = [f"{fork.__module__}:{fork.__qualname__}" for m in broker.middleware for fork in m.forks]

@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..logging import get_logger
-from ..threading import Interrupt, current_platform, is_gevent_active, raise_thread_exception, supported_platforms
+from ..threading import Interrupt, current_platform, interrupt, is_gevent_active, supported_platforms
 from .middleware import Middleware
 
 if TYPE_CHECKING:
@@ -32,11 +32,10 @@ class ShutdownNotifications(Middleware):
     def __init__(self, notify_shutdown: bool = False) -> None:
         self.logger = get_logger(__name__, type(self))
         self.notify_shutdown = notify_shutdown
-        #: Thread ident → greenlet (or None) of actors to notify; touched by worker threads and
-        #: the thread calling Worker.stop, under _lock.
-        self._notify: dict[int, Any] = {}
+        #: Thread ident → id of the message whose actor is to be notified; touched by worker
+        #: threads and the thread calling Worker.stop, under _lock.
+        self._notify: dict[int, str] = {}
         self._lock = threading.Lock()
-        self.gevent = is_gevent_active()
         #: Actor name → its notify_shutdown option (None when unset), resolved at declaration.
         self._by_actor: dict[str, bool | None] = {}
 
@@ -45,7 +44,7 @@ class ShutdownNotifications(Middleware):
         return {"notify_shutdown"}
 
     def after_process_boot(self, broker: Broker) -> None:
-        if current_platform not in supported_platforms and not self.gevent:  # pragma: no cover
+        if current_platform not in supported_platforms and not is_gevent_active():  # pragma: no cover
             warnings.warn(
                 "ShutdownNotifications cannot interrupt threads on this platform.", RuntimeWarning, stacklevel=2
             )
@@ -63,13 +62,8 @@ class ShutdownNotifications(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if self._should_notify(message):
-            greenlet = None
-            if self.gevent:
-                import gevent
-
-                greenlet = gevent.getcurrent()
             with self._lock:
-                self._notify[threading.get_ident()] = greenlet
+                self._notify[threading.get_ident()] = message.message_id
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
@@ -82,9 +76,7 @@ class ShutdownNotifications(Middleware):
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         with self._lock:
             targets = list(self._notify.items())
-        for thread_id, greenlet in targets:
-            self.logger.info("Sending shutdown notification to worker thread %d.", thread_id)
-            if greenlet is not None:
-                greenlet.kill(Shutdown, block=False)
-            else:
-                raise_thread_exception(thread_id, Shutdown)
+        for thread_id, message_id in targets:
+            # Delivered only while the actor itself runs: one that already returned is left alone.
+            if interrupt(thread_id, Shutdown, message_id):
+                self.logger.info("Sending shutdown notification to worker thread %d.", thread_id)

@@ -8,7 +8,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..logging import get_logger
-from ..threading import Interrupt, current_platform, is_gevent_active, raise_thread_exception, supported_platforms
+from ..threading import Interrupt, current_platform, interrupt, is_gevent_active, supported_platforms
 from .middleware import Middleware
 
 if TYPE_CHECKING:
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from ..broker import Broker, MessageProxy
 
 __all__ = ["TimeLimit", "TimeLimitExceeded"]
+
+#: The shortest sleep of the watchdog, and how soon it retries a run that had not started yet.
+_RETRY_S = 0.005
 
 
 class TimeLimitExceeded(Interrupt):
@@ -27,8 +30,10 @@ class TimeLimit(Middleware):
 
     A watchdog thread, started by ``after_process_boot``, checks the running messages at least
     every ``interval`` ms and sooner when a deadline is closer. The exception is raised
-    asynchronously: it reaches pure-Python code at once but waits for a blocking C call to return.
-    Under gevent each message gets a ``gevent.Timeout`` instead.
+    asynchronously through :func:`greenroom.threading.interrupt`: it reaches the actor's own
+    Python code at once, waits for a blocking C call to return, and never lands outside the actor
+    (in hooks, logging or the acknowledgement) nor inside greenroom's own critical sections. Under
+    gevent the watchdog is a greenlet and the exception is thrown into the actor's greenlet.
 
     Parameters:
       time_limit: The default limit in milliseconds (``float("inf")`` for none).
@@ -39,14 +44,10 @@ class TimeLimit(Middleware):
         self.logger = get_logger(__name__, type(self))
         self.time_limit = time_limit
         self.interval = interval
-        self.gevent = is_gevent_active()
         #: Thread ident → (monotonic deadline in s, message id). Worker threads add and remove
-        #: their own entry; the watchdog removes expired ones. Removal and the raise happen under
-        #: _lock, so a thread that has cleared its entry is never interrupted for that message.
+        #: their own entry under _lock; the watchdog removes an entry once it interrupted its run.
         self._deadlines: dict[int, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        #: Thread ident → gevent.Timeout, used instead of the watchdog under gevent.
-        self._timers: dict[int, Any] = {}
         #: Actor name → its own limit, for actors that set one (read once, at declaration).
         self._by_actor: dict[str, float] = {}
         self._watchdog: threading.Thread | None = None
@@ -58,9 +59,7 @@ class TimeLimit(Middleware):
         return {"time_limit"}
 
     def after_process_boot(self, broker: Broker) -> None:
-        if self.gevent:
-            return
-        if current_platform not in supported_platforms:  # pragma: no cover
+        if current_platform not in supported_platforms and not is_gevent_active():  # pragma: no cover
             warnings.warn("TimeLimit cannot interrupt threads on this platform.", RuntimeWarning, stacklevel=2)
             return
         with self._watchdog_lock:  # boot may be emitted more than once: start one watchdog
@@ -77,47 +76,43 @@ class TimeLimit(Middleware):
         limit_ms = message.options.get("time_limit") or self._by_actor.get(message.actor_name, self.time_limit)
         if limit_ms == float("inf"):
             return
-        if self.gevent:
-            import gevent
-
-            timer = gevent.Timeout(limit_ms / 1000, TimeLimitExceeded)
-            timer.start()
-            self._timers[threading.get_ident()] = timer
-            return
-        self._deadlines[threading.get_ident()] = (time.monotonic() + limit_ms / 1000, message.message_id)
+        with self._lock:
+            self._deadlines[threading.get_ident()] = (time.monotonic() + limit_ms / 1000, message.message_id)
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        thread_id = threading.get_ident()
         with self._lock:
-            self._deadlines.pop(thread_id, None)
-        timer = self._timers.pop(thread_id, None)
-        if timer is not None:
-            timer.close()
+            self._deadlines.pop(threading.get_ident(), None)
 
     after_skip_message = after_process_message
 
     def run_once(self, now_s: float) -> float:
-        """Interrupt every thread whose deadline is at or before ``now_s`` (monotonic seconds).
+        """Interrupt every run whose deadline is at or before ``now_s`` (monotonic seconds).
+
+        A deadline that passed while its actor was not running yet (other hooks before it) stays
+        until the actor starts, and is then interrupted at the next check.
 
         Returns:
           How long to sleep, in seconds, before the next check.
         """
         next_check_s = self.interval / 1000
-        for thread_id, entry in list(self._deadlines.items()):
+        with self._lock:
+            entries = list(self._deadlines.items())
+        for thread_id, entry in entries:
             deadline_s, message_id = entry
-            if deadline_s <= now_s:
-                with self._lock:
-                    if self._deadlines.get(thread_id) != entry:
-                        continue  # that message finished (and maybe another one started) meanwhile
-                    del self._deadlines[thread_id]
-                    raise_thread_exception(thread_id, TimeLimitExceeded)
-                self.logger.warning("Time limit exceeded. Raised TimeLimitExceeded in worker thread %r.", thread_id)
-                self.logger.debug("Interrupted message %s.", message_id)
-            else:
+            if deadline_s > now_s:
                 next_check_s = min(next_check_s, deadline_s - now_s)
-        return max(next_check_s, 0.005)
+                continue
+            if not interrupt(thread_id, TimeLimitExceeded, message_id):
+                next_check_s = min(next_check_s, _RETRY_S)
+                continue
+            with self._lock:
+                if self._deadlines.get(thread_id) == entry:
+                    del self._deadlines[thread_id]
+            self.logger.warning("Time limit exceeded. Raised TimeLimitExceeded in worker thread %r.", thread_id)
+            self.logger.debug("Interrupted message %s.", message_id)
+        return max(next_check_s, _RETRY_S)
 
     def _watch(self) -> None:
         sleep_s = self.interval / 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,12 +34,15 @@ import greenroom
 from greenroom import ConnectionClosed, Message, QueueJoinTimeout, Worker
 from greenroom.brokers._url import broker_from_url
 from greenroom.brokers.rabbitmq import RabbitmqBroker
+from greenroom.common import current_millis
 from greenroom.testing import wait_for
 from tests.conftest import service_unavailable
 
 HOST, PORT = "127.0.0.1", 5672
 URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
 TIMEOUT_S = 60.0
+#: How long the pause test pauses: more than three heartbeats of 1 s.
+PAUSE_S = 3.5
 ROOT = Path(__file__).resolve().parents[2]
 
 #: The arguments SPEC §5.2 (and Dramatiq) declare the queues with.
@@ -271,6 +276,63 @@ def test_constructor_opens_no_connection() -> None:
 def test_invalid_settings_are_rejected(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         RabbitmqBroker(**kwargs)
+
+
+def long_queue_name(length: int) -> str:
+    prefix = f"gr_test_{uuid.uuid4().hex[:12]}_"
+    return prefix + "x" * (length - len(prefix))
+
+
+def server_has_queue(queue_name: str) -> bool:
+    connection, channel = raw_channel()
+    try:
+        channel.queue_declare(queue_name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+    return True
+
+
+@pytest.mark.parametrize("length", [253, 255, 256])
+def test_queue_names_too_long_for_their_delay_and_dead_letter_queues_are_refused(
+    make_broker: Callable[..., RabbitmqBroker], length: int
+) -> None:
+    # AMQP queue names are at most 255 bytes, and "q.DQ"/"q.XQ" are three bytes longer than "q".
+    broker = make_broker()
+    name = long_queue_name(length)
+    with pytest.raises(ValueError, match=r"\.DQ.*255 bytes"):
+
+        @greenroom.actor(broker=broker, queue_name=name)
+        def noop() -> None:
+            pass
+
+    with pytest.raises(ValueError, match="255 bytes"):
+        broker.declare_queue(name, ensure=True)
+    with pytest.raises(ValueError, match="255 bytes"):
+        broker.enqueue(Message(queue_name=name, actor_name="noop", args=(), kwargs={}, options={}))
+    assert name not in broker.get_declared_queues()
+    assert name not in broker.queues_pending
+    assert "noop" not in broker.actors
+    if length <= 255:
+        assert not server_has_queue(name)  # nothing was declared on the server
+
+
+def test_queue_name_of_252_characters_is_the_longest_accepted(
+    make_broker: Callable[..., RabbitmqBroker],
+) -> None:
+    broker = make_broker()
+    name = long_queue_name(252)
+    try:
+        broker.declare_queue(name, ensure=True)
+        broker.enqueue(Message(queue_name=name, actor_name="noop", args=(), kwargs={}, options={}), delay=60000)
+        assert server_has_queue(name)
+        assert server_has_queue(name + ".XQ")
+    finally:
+        delete_queues(name)
 
 
 def test_connection_settings_forms() -> None:
@@ -614,6 +676,123 @@ def test_broker_priority_runs_later_higher_priority_messages_first(
     make_worker(broker, worker_threads=1, queue_prefetch=1)
     wait_for(lambda: len(order) == 10, TIMEOUT_S)
     assert order == ["high"] * 5 + ["low"] * 5
+
+
+def test_broker_priority_from_0_to_255_is_sent(make_broker: Callable[..., RabbitmqBroker], queue_name: str) -> None:
+    broker = make_broker(max_priority=10, confirm_delivery=True)  # confirmed: counted right away
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def noop() -> None:
+        pass
+
+    noop.send()
+    noop.send_with_options(broker_priority=0)
+    noop.send_with_options(broker_priority=255, delay=60000)  # RabbitMQ caps it at max_priority
+    assert broker.get_queue_message_counts(queue_name) == (2, 1, 0)
+
+
+@pytest.mark.parametrize("priority", [256, 300, -1, "5", 2.5, True])
+def test_invalid_broker_priority_is_refused_at_send(
+    make_broker: Callable[..., RabbitmqBroker], queue_name: str, priority: Any
+) -> None:
+    broker = make_broker(max_priority=10, confirm_delivery=True)  # confirmed: counted right away
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def noop() -> None:
+        pass
+
+    with pytest.raises(ValueError, match=r"broker_priority must be an integer from 0 to 255"):
+        noop.send_with_options(broker_priority=priority)
+    with pytest.raises(ValueError, match=r"broker_priority must be an integer from 0 to 255"):
+        noop.send_with_options(broker_priority=priority, delay=60000)
+    assert broker.get_queue_message_counts(queue_name) == (0, 0, 0)
+
+
+def test_foreign_message_with_an_invalid_broker_priority_is_dead_lettered_alone(
+    make_broker: Callable[..., RabbitmqBroker],
+    make_worker: Callable[..., Worker],
+    queue_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A producer that bypasses greenroom's validation: the worker cannot move the message out of the
+    # delay queue (RabbitMQ priorities are one byte), and must dead-letter it rather than reconnect
+    # and receive it again, forever, ahead of everything behind it.
+    broker = make_broker()
+    seen: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def record(n: int) -> None:
+        with lock:
+            seen[n] += 1
+
+    broker.declare_queue(queue_name, ensure=True)
+    poison_ids = []
+    for target in (queue_name, f"{queue_name}.DQ"):
+        options = {"eta": current_millis(), "broker_priority": 300}
+        poison = Message(queue_name=target, actor_name="record", args=(-1,), kwargs={}, options=options)
+        raw_publish(target, poison.encode())
+        poison_ids.append(poison.message_id)
+    for n in range(30):
+        record.send(n)
+    with caplog.at_level(logging.ERROR):
+        make_worker(broker)
+        wait_for(lambda: len(seen) == 30, TIMEOUT_S)
+        wait_for(lambda: broker.get_queue_message_counts(queue_name)[2] == 2, TIMEOUT_S)
+        broker.join(queue_name, timeout=int(TIMEOUT_S * 1000))
+    assert seen == Counter(range(30))  # each good message ran once, and the poisons never
+    connection, channel = raw_channel()
+    try:
+        dead = [channel.basic_get(f"{queue_name}.XQ", auto_ack=True) for _ in poison_ids]
+    finally:
+        connection.close()
+    assert sorted(json.loads(body)["message_id"] for _, _, body in dead) == sorted(poison_ids)
+    assert {properties.headers["x-death"][0]["reason"] for _, properties, _ in dead} == {"rejected"}
+    for message_id in poison_ids:  # RabbitMQ's dead letters carry no reason: it is logged
+        assert any(
+            message_id in entry.getMessage() and "broker_priority" in entry.getMessage() for entry in caplog.records
+        ), message_id
+
+
+def test_paused_worker_keeps_its_connections_and_runs_prefetched_messages_once(
+    make_broker: Callable[..., RabbitmqBroker], make_worker: Callable[..., Worker], queue_name: str
+) -> None:
+    # With a 1 s heartbeat RabbitMQ closes a connection that stays silent for about 2 s. A paused
+    # worker must keep answering, or the messages it prefetched go back to the queue and, as the
+    # worker also holds them in memory, run twice after resume().
+    broker = make_broker(url=f"{URL}?heartbeat=1")
+    seen: Counter[int] = Counter()
+    lock = threading.Lock()
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def record(n: int) -> None:
+        with lock:
+            seen[n] += 1
+        if n == 0:
+            first_started.set()
+            release_first.wait(TIMEOUT_S)
+
+    for n in range(10):
+        record.send(n)
+    worker = make_worker(broker, worker_threads=1, queue_prefetch=10)
+    pausing = threading.Thread(target=worker.pause, daemon=True)
+    try:
+        # Message 0 runs; the other nine wait in the worker's memory, unacknowledged.
+        wait_for(lambda: first_started.is_set() and worker.work_queue.qsize() == 9, TIMEOUT_S)
+        pausing.start()
+        wait_for(lambda: all(c.paused_event.is_set() for c in list(worker.consumers.values())), TIMEOUT_S)
+    finally:
+        release_first.set()  # message 0 finishes, and its acknowledgement is sent while the worker is paused
+    pausing.join(TIMEOUT_S)
+    assert not pausing.is_alive()
+    time.sleep(PAUSE_S)  # more than three heartbeats without the consumer iterating
+    worker.resume()
+    wait_for(lambda: len(seen) == 10, TIMEOUT_S)
+    broker.join(queue_name, timeout=int(TIMEOUT_S * 1000))
+    worker.join(TIMEOUT_S)
+    assert seen == Counter(range(10))
 
 
 # -- Dramatiq interoperability ----------------------------------------------------------------------------

@@ -438,6 +438,28 @@ def test_unknown_module_exits_2(workdir: Path) -> None:
     assert "No module named 'no_such_app_module'" in missing.stderr
 
 
+def test_syntax_error_in_the_app_exits_2_with_one_line(workdir: Path) -> None:
+    (workdir / "broken_app.py").write_text("import greenroom\n\nvalue = = 1\n")
+    completed = run_cli(workdir, "broken_app", "-p", "1")
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    expected = "Could not import module 'broken_app': SyntaxError: invalid syntax (broken_app.py, line 3)"
+    failures = [line for line in completed.stderr.splitlines() if "Could not import" in line]
+    assert len(failures) == 1, completed.stderr
+    assert failures[0].endswith(expected)
+
+
+def test_syntax_error_in_a_fork_function_module_exits_that_fork_process_2(workdir: Path, trees: list[Tree]) -> None:
+    (workdir / "broken_forks.py").write_text("def run(:\n    pass\n")
+    tree = start(trees, workdir, "-p", "1", "-t", "1", "-f", "broken_forks:run")
+    tree.wait_log("Fork process 0 exited with")
+    assert "Fork process 0 exited with exit code 2." in tree.log_text()
+    assert "Could not import the fork function 'broken_forks:run': SyntaxError: " in tree.log_text()
+    assert "Traceback" not in tree.output()
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(30) == 0, tree.output()
+
+
 def test_unknown_attribute_exits_2(workdir: Path) -> None:
     completed = run_cli(workdir, "app:no_such_broker", "-p", "2")
     assert completed.returncode == 2

@@ -8,6 +8,7 @@ from greenroom import Worker
 from greenroom.brokers.stub import StubBroker
 from greenroom.middleware import TimeLimit, TimeLimitExceeded
 from greenroom.testing import wait_for
+from greenroom.threading import run_interruptible
 
 
 def test_pure_python_spin_is_interrupted_quickly(stub_broker: StubBroker, stub_worker: Worker) -> None:
@@ -37,11 +38,14 @@ def test_run_once_interrupts_only_expired_threads() -> None:
     ready = threading.Event()
     stop = threading.Event()
 
+    def spin() -> None:
+        ready.set()
+        while not stop.is_set():
+            time.sleep(0.001)
+
     def victim() -> None:
         try:
-            ready.set()
-            while not stop.is_set():
-                time.sleep(0.001)
+            run_interruptible("m1", spin, (), {})
         except TimeLimitExceeded:
             caught.append("yes")
 
@@ -52,6 +56,41 @@ def test_run_once_interrupts_only_expired_threads() -> None:
     middleware._deadlines[thread.ident] = (100.0, "m1")
     assert middleware.run_once(now_s=99.0) <= 1.0
     assert caught == []
+    middleware.run_once(now_s=100.0)
+    thread.join(5)
+    stop.set()
+    assert caught == ["yes"]
+    assert middleware._deadlines == {}
+
+
+def test_run_once_keeps_a_deadline_until_its_actor_runs() -> None:
+    """A deadline that passes while hooks still run before the actor is kept, and fires once it starts."""
+    middleware = TimeLimit(interval=1000)
+    caught: list[str] = []
+    go = threading.Event()
+    armed = threading.Event()
+    stop = threading.Event()
+
+    def spin() -> None:
+        armed.set()
+        while not stop.is_set():
+            time.sleep(0.001)
+
+    def victim() -> None:
+        go.wait(5)
+        try:
+            run_interruptible("m1", spin, (), {})
+        except TimeLimitExceeded:
+            caught.append("yes")
+
+    thread = threading.Thread(target=victim)
+    thread.start()
+    assert thread.ident is not None
+    middleware._deadlines[thread.ident] = (100.0, "m1")
+    middleware.run_once(now_s=100.0)  # not armed yet: nothing is raised, the deadline stays
+    assert middleware._deadlines == {thread.ident: (100.0, "m1")}
+    go.set()
+    assert armed.wait(5)
     middleware.run_once(now_s=100.0)
     thread.join(5)
     stop.set()

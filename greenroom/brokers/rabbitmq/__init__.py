@@ -41,24 +41,28 @@ each consumer owns one, driven by its consumer thread, which also sends the work
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pika
 import pika.exceptions
 
-from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, getenv_int, q_name, xq_name
-from ..errors import ConnectionClosed, DecodeError, QueueJoinTimeout
-from ..message import Message
-from ..middleware.middleware import Middleware
+from ...broker import Broker, Consumer
+from ...common import current_millis, dq_name, getenv_int, q_name, xq_name
+from ...errors import ConnectionClosed, QueueJoinTimeout
+from ...message import Message
+from ...middleware.middleware import Middleware
+
+# The broker was one module before it became this package: the names that module defined stay
+# importable from here (hence the redundant aliases).
+from ._consumer import MAX_PREFETCH as MAX_PREFETCH
+from ._consumer import _RabbitmqConsumer
+from ._consumer import _RabbitmqMessageProxy as _RabbitmqMessageProxy
+from ._errors import _is_missing_queue, _translate_pika_errors
 
 __all__ = ["RabbitmqBroker"]
 
@@ -70,28 +74,46 @@ MAX_ENQUEUE_ATTEMPTS = 6
 MAX_DECLARE_ATTEMPTS = 2
 #: A producer connection idle for longer than this is checked (heartbeats, closure) before publishing.
 IDLE_CHECK_S = 1.0
-#: AMQP's prefetch count is a 16-bit field.
-MAX_PREFETCH = 65535
+#: AMQP queue names and message priorities are one-byte-length strings and one-byte integers.
+MAX_QUEUE_NAME_BYTES = 255
+MAX_MESSAGE_PRIORITY = 255
 #: Properties of a message without ``broker_priority`` (pika only reads them: one instance serves all).
 _PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
-_Action = Literal["ack", "nack", "requeue"]
-_consumer_ids = itertools.count(1)
+
+def _check_queue_name_length(queue_name: str) -> None:
+    """Refuse a canonical queue name whose ``.DQ`` and ``.XQ`` queues AMQP could not name.
+
+    Raises:
+      ValueError: When ``q.DQ`` (as long as ``q.XQ``) has more than 255 bytes in UTF-8.
+    """
+    size = len(dq_name(queue_name).encode("utf-8"))
+    if size > MAX_QUEUE_NAME_BYTES:
+        shown = repr(queue_name) if len(queue_name) <= 40 else repr(queue_name[:40]) + "..."
+        limit = MAX_QUEUE_NAME_BYTES - len(".DQ")
+        raise ValueError(
+            f"Queue name {shown} is too long for RabbitMQ: its delay and dead-letter queues (<name>.DQ, "
+            f"<name>.XQ) would have {size} bytes, and AMQP queue names have at most {MAX_QUEUE_NAME_BYTES} bytes; "
+            f"use a name of at most {limit} bytes."
+        )
 
 
-@contextmanager
-def _translate_pika_errors(doing: str) -> Iterator[None]:
-    """Turn every pika and socket error into :class:`ConnectionClosed`, chained to its cause."""
-    try:
-        yield
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        raise ConnectionClosed(f"RabbitMQ error while {doing}: {exc!r}") from exc
+def _properties(message: Message[Any]) -> Any:
+    """The AMQP properties to publish a message with: persistent, and its ``broker_priority`` if set.
 
-
-def _is_missing_queue(error: ConnectionClosed) -> bool:
-    """Whether RabbitMQ closed the channel with 404 NOT_FOUND (the queue does not exist)."""
-    cause = error.__cause__
-    return isinstance(cause, pika.exceptions.ChannelClosedByBroker) and cause.reply_code == 404
+    Raises:
+      ValueError: When ``broker_priority`` is not an integer from 0 to 255 (pika would fail to
+        encode it, in the middle of whatever was publishing the message).
+    """
+    priority = message.options.get("broker_priority")
+    if priority is None:
+        return _PERSISTENT
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_MESSAGE_PRIORITY:
+        raise ValueError(
+            f"Cannot send message {message.message_id!r}: its option broker_priority must be an integer "
+            f"from 0 to {MAX_MESSAGE_PRIORITY}, not {priority!r}."
+        )
+    return pika.BasicProperties(delivery_mode=2, priority=priority)
 
 
 def _build_parameters(
@@ -128,6 +150,11 @@ class RabbitmqBroker(Broker):
 
     Every client declaring these queues must use exactly the same arguments (RabbitMQ refuses a
     mismatching redeclaration): give greenroom and Dramatiq the same ``max_priority``.
+
+    AMQP limits what can be sent: a queue name has at most 252 bytes (``q.DQ`` and ``q.XQ`` have
+    three more, and AMQP names have at most 255), and a message's ``broker_priority`` is an integer
+    from 0 to 255 (RabbitMQ treats one above ``max_priority`` as ``max_priority``). Anything else is
+    refused with :class:`ValueError` when the queue is declared or the message sent.
 
     Parameters:
       confirm_delivery: Wait for a publisher confirm on every enqueue (see the module documentation).
@@ -255,6 +282,7 @@ class RabbitmqBroker(Broker):
 
     def _declare_on_server(self, queue_name: str) -> tuple[int, int, int]:
         """Declare ``q``, ``q.DQ`` and ``q.XQ`` and return their ready message counts."""
+        _check_queue_name_length(queue_name)  # before ``q`` exists, so that a refusal leaves nothing behind
         # Exactly Dramatiq's arguments: RabbitMQ refuses a redeclaration with different ones.
         arguments: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
         if self.max_priority:
@@ -285,9 +313,12 @@ class RabbitmqBroker(Broker):
           ensure: Also make sure the queues exist on the server.
 
         Raises:
+          ValueError: When the name of ``q.DQ`` or ``q.XQ`` would exceed AMQP's 255 bytes; the
+            queue is then neither declared here nor on the server.
           ConnectionClosed: With ``ensure``, when the server could not be reached.
         """
         queue_name = q_name(queue_name)
+        _check_queue_name_length(queue_name)
         super().declare_queue(queue_name)
         if ensure and queue_name in self.queues_pending:
             self._declare_on_server(queue_name)
@@ -304,6 +335,9 @@ class RabbitmqBroker(Broker):
         """Publish a persistent message, on ``q.DQ`` with an ``eta`` when ``delay`` (ms) is given.
 
         Raises:
+          ValueError: When the ``broker_priority`` option is not an integer from 0 to 255, or the
+            queue name is too long for RabbitMQ; nothing is published then.
+          TypeError: When the message cannot be encoded; nothing is published then.
           ConnectionClosed: When the message could not be published after several attempts.
         """
         queue_name = message.queue_name
@@ -316,8 +350,7 @@ class RabbitmqBroker(Broker):
         self.emit_before("enqueue", message, delay)
         # Encoded after the hooks: middleware may add options in before_enqueue.
         body = message.encode()
-        priority = message.options.get("broker_priority")
-        properties = _PERSISTENT if priority is None else pika.BasicProperties(delivery_mode=2, priority=priority)
+        properties = _properties(message)
         for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
             try:
                 if canonical_name in self.queues_pending:
@@ -408,188 +441,3 @@ class RabbitmqBroker(Broker):
             ready, delayed, _ = self.get_queue_message_counts(queue_name)
             successes = successes + 1 if ready + delayed + self._unacked_count(queue_name) == 0 else 0
             time.sleep(idle_time / 1000)
-
-
-class _RabbitmqMessageProxy(MessageProxy):
-    """A delivered message, with its AMQP delivery tag and redelivered flag."""
-
-    def __init__(self, message: Message[Any], *, tag: int, redelivered: bool, consumer_id: int) -> None:
-        super().__init__(message)
-        self.redelivered = redelivered
-        self._tag = tag
-        #: Delivery tags are only meaningful on the channel that delivered the message.
-        self._consumer_id = consumer_id
-
-
-class _RabbitmqConsumer(Consumer):
-    """Consumes one queue on a connection of its own.
-
-    The thread iterating the consumer drives the connection. ``ack``, ``nack`` and ``requeue`` may
-    be called from any thread: they queue a request and wake that thread with pika's only
-    thread-safe call, ``add_callback_threadsafe``; ``close`` executes what is still queued.
-    """
-
-    def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
-        self.broker = broker
-        self.logger = broker.logger
-        self.queue_name = queue_name
-        self.timeout_s = timeout_ms / 1000
-        self.consumer_id = next(_consumer_ids)
-        #: Deliveries received and not yet handed out. Connection thread only.
-        self._deliveries: deque[tuple[int, bool, bytes]] = deque()
-        #: Guards _unacked, _requests and _wake_scheduled (worker threads, join, connection thread).
-        self._lock = threading.Lock()
-        #: Delivery tags received and not yet settled.
-        self._unacked: set[int] = set()
-        self._requests: deque[tuple[_Action, int]] = deque()
-        self._wake_scheduled = self._cancelled = self._closed = False
-        self._owner = threading.get_ident()
-        self._connection = broker._connect()
-        try:
-            with _translate_pika_errors(f"consuming {queue_name!r}"):
-                self._channel = self._connection.channel()
-                self._channel.basic_qos(prefetch_count=min(max(prefetch, 1), MAX_PREFETCH))
-                self._channel.add_on_cancel_callback(self._on_cancel)
-                self._channel.basic_consume(queue_name, self._on_delivery)
-        except ConnectionClosed as exc:
-            if _is_missing_queue(exc):
-                broker.queues_pending.add(q_name(queue_name))  # deleted since it was declared
-            broker._close_connection(self._connection)
-            raise
-
-    def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
-        with self._lock:
-            self._unacked.add(method.delivery_tag)
-        self._deliveries.append((method.delivery_tag, bool(method.redelivered), body))
-
-    def _on_cancel(self, _frame: Any) -> None:
-        # RabbitMQ cancels consumers of a deleted queue: re-declare it when reconnecting.
-        self._cancelled = True
-        self.broker.queues_pending.add(q_name(self.queue_name))
-
-    def unacked_count(self) -> int:
-        """How many deliveries this consumer holds unsettled (any thread)."""
-        with self._lock:
-            return len(self._unacked)
-
-    def __next__(self) -> MessageProxy | None:
-        self._owner = threading.get_ident()
-        self._run_requests()
-        if not self._deliveries:
-            self._check_open()
-            with _translate_pika_errors(f"consuming {self.queue_name!r}"):
-                # Returns early when a delivery or a thread-safe callback (an ack) arrives.
-                self._connection.process_data_events(time_limit=self.timeout_s)
-        while self._deliveries:
-            tag, redelivered, body = self._deliveries.popleft()
-            try:
-                message = decode_message(body)
-            except DecodeError as exc:
-                self._reject_poison(tag, redelivered, body, exc)
-                continue
-            return _RabbitmqMessageProxy(message, tag=tag, redelivered=redelivered, consumer_id=self.consumer_id)
-        self._check_open()
-        return None
-
-    def _check_open(self) -> None:
-        if self._cancelled:
-            raise ConnectionClosed(f"RabbitMQ cancelled the consumer of {self.queue_name!r} (was it deleted?)")
-        if self._closed or not self._channel.is_open or not self._connection.is_open:
-            raise ConnectionClosed(f"the connection consuming {self.queue_name!r} is closed")
-
-    def _reject_poison(self, tag: int, redelivered: bool, body: bytes, error: DecodeError) -> None:
-        # A dead-letter route cannot carry the reason with the body, so the reason goes to the log.
-        self.logger.error(
-            "Dead-lettering an invalid payload from %r to %r (delivery tag %d, redelivered=%s, %d bytes "
-            "starting with %r): %s",
-            *(self.queue_name, xq_name(self.queue_name), tag, redelivered, len(body), body[:200], error),
-        )
-        with self._lock:
-            self._requests.append(("nack", tag))  # sent on this thread by the next _run_requests
-
-    # -- settling (any thread) ------------------------------------------------------------------
-
-    def ack(self, message: MessageProxy) -> None:
-        """Acknowledge a processed message."""
-        self._request("ack", message)
-
-    def nack(self, message: MessageProxy) -> None:
-        """Reject a failed message: RabbitMQ dead-letters it to ``q.XQ``."""
-        self._request("nack", message)
-
-    def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        """Hand prefetched, unprocessed messages back to the queue right away.
-
-        They return to the head of the queue, flagged as redelivered (closing the consumer would
-        return them too; doing it explicitly keeps them safe if the consumer stays open).
-        """
-        for message in messages:
-            self._request("requeue", message)
-
-    def _request(self, action: _Action, message: MessageProxy) -> None:
-        if getattr(message, "_consumer_id", None) != self.consumer_id:
-            msg = "Cannot %s message %r: it came on an earlier connection, so RabbitMQ delivers it again."
-            self.logger.warning(msg, action, message.message_id)
-            return
-        tag: int = message._tag
-        with self._lock:
-            self._requests.append((action, tag))
-            wake = not self._wake_scheduled and threading.get_ident() != self._owner
-            self._wake_scheduled = self._wake_scheduled or wake
-        if not wake:
-            return  # the connection thread runs the queued requests on its next __next__ or close
-        try:
-            with _translate_pika_errors("scheduling an acknowledgement"):
-                self._connection.add_callback_threadsafe(self._run_requests)
-        except ConnectionClosed as exc:
-            # The channel is gone, and with it the delivery: RabbitMQ delivers the message again.
-            self.logger.warning("Could not %s message %r (%s).", action, message.message_id, exc)
-
-    def _run_requests(self) -> None:
-        """Execute queued acks, nacks and requeues. Connection thread only."""
-        with self._lock:
-            self._wake_scheduled = False
-            if not self._requests:
-                return
-            requests = list(self._requests)
-            self._requests.clear()
-            known = [(action, tag) for action, tag in requests if tag in self._unacked]
-            acked = {tag for action, tag in known if action == "ack"}
-            # One multiple=True ack settles all outstanding tags <= upto in one frame: each is acked here.
-            first_unsettled = min(self._unacked - acked, default=float("inf")) if len(acked) > 1 else 0
-            upto = max((tag for tag in acked if tag < first_unsettled), default=0)
-            self._unacked.difference_update(tag for _, tag in known)
-        if len(known) < len(requests):
-            # Settling a tag twice would make RabbitMQ close the channel.
-            self.logger.warning("Ignoring %d acknowledgements of unknown delivery tags.", len(requests) - len(known))
-        with _translate_pika_errors(f"acknowledging messages of {self.queue_name!r}"):
-            if upto:
-                self._channel.basic_ack(upto, multiple=True)
-            for action, tag in known:
-                if action != "ack":
-                    self._channel.basic_nack(tag, requeue=action == "requeue")
-                elif tag > upto:
-                    self._channel.basic_ack(tag)
-
-    def close(self) -> None:
-        """Send the acknowledgements still queued, then close the channel and the connection.
-
-        RabbitMQ returns every delivery that was not acknowledged to its queue.
-        """
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._channel.is_open and self._connection.is_open:
-                self._run_requests()
-                with _translate_pika_errors(f"closing the consumer of {self.queue_name!r}"):
-                    self._channel.close()
-        except ConnectionClosed as exc:
-            self.logger.debug("Error while closing the consumer of %r: %s", self.queue_name, exc)
-        finally:
-            self.broker._close_connection(self._connection)
-            with self._lock:
-                self._unacked.clear()
-
-    def __repr__(self) -> str:
-        return f"<_RabbitmqConsumer {self.queue_name!r} #{self.consumer_id}>"
