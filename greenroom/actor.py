@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from ._globals import get_broker
 from .logging import get_logger
 from .message import Message
+from .threading import interrupts_deferred
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
@@ -127,12 +129,17 @@ class Actor(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function synchronously, in the caller's thread."""
         start = time.perf_counter()
-        self.logger.debug("Received args=%r kwargs=%r.", args, kwargs)
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            with interrupts_deferred():  # an interrupt inside a handler would leave its lock held
+                self.logger.debug("Received args=%r kwargs=%r.", args, kwargs)
         try:
             result: R = self.fn(*args, **kwargs)
             return result
         finally:
-            self.logger.debug("Completed after %.02fms.", (time.perf_counter() - start) * 1000)
+            if debug:
+                with interrupts_deferred():
+                    self.logger.debug("Completed after %.02fms.", (time.perf_counter() - start) * 1000)
 
     def __repr__(self) -> str:
         return f"Actor({self.fn!r}, queue_name={self.queue_name!r}, actor_name={self.actor_name!r})"

@@ -151,6 +151,12 @@ def join_queue(queue: Queue[Any], timeout_s: float | None = None) -> None:
     if timeout_s is None:
         queue.join()
         return
+    all_tasks_done = getattr(queue, "all_tasks_done", None)
+    if all_tasks_done is None:
+        # gevent's patched Queue has no condition to wait on, but its join takes a timeout.
+        if not queue.join(timeout_s):  # type: ignore[call-arg, func-returns-value]
+            raise QueueJoinTimeout("timed out waiting for queue to be joined")
+        return
     # Queue.join has no timeout; wait on its condition directly instead of leaking a helper thread.
     deadline = time.monotonic() + timeout_s
     with queue.all_tasks_done:

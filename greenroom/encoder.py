@@ -33,7 +33,11 @@ class JSONEncoder(Encoder):
     """Compact JSON in UTF-8: the wire format every language can produce."""
 
     def encode(self, data: MessageData) -> bytes:
-        return _compact_json(data).encode("utf-8")
+        """Encode ``data``; raises ``TypeError`` for anything JSON cannot represent, circular data included."""
+        try:
+            return _compact_json(data).encode("utf-8")
+        except ValueError as exc:  # the json module reports a circular reference as a ValueError
+            raise TypeError(f"the message cannot be encoded as JSON: {exc}") from exc
 
     def decode(self, data: bytes) -> MessageData:
         text = bytes(data).decode("utf-8") if isinstance(data, (bytes, bytearray, memoryview)) else data

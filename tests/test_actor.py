@@ -109,3 +109,17 @@ def test_generic_actor(stub_broker: StubBroker, stub_worker: Worker) -> None:
     assert Double.actor_name == "Double"  # type: ignore[attr-defined]
     Double.send(21)  # type: ignore[attr-defined]
     wait_for(lambda: results == [42])
+
+
+def test_circular_arguments_raise_type_error_and_enqueue_nothing(stub_broker: StubBroker) -> None:
+    @greenroom.actor
+    def take(value: object) -> None:
+        pass
+
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(TypeError, match=r"(?i)circular"):
+        take.send(circular)
+    with pytest.raises(TypeError):
+        take.send_with_options(args=({"self": circular},))
+    assert stub_broker.queues[take.queue_name].qsize() == 0

@@ -56,6 +56,7 @@ from ...common import current_millis, dq_name, getenv_int, q_name, xq_name
 from ...errors import ConnectionClosed, QueueJoinTimeout
 from ...message import Message
 from ...middleware.middleware import Middleware
+from ...threading import interrupts_deferred
 
 # The broker was one module before it became this package: the names that module defined stay
 # importable from here (hence the redundant aliases).
@@ -353,12 +354,15 @@ class RabbitmqBroker(Broker):
         properties = _properties(message)
         for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
             try:
-                if canonical_name in self.queues_pending:
-                    self._declare_on_server(canonical_name)
-                channel = self._channel()
-                with _translate_pika_errors(f"publishing to {queue_name!r}"):
-                    # The default exchange routes by queue name; mandatory makes unroutable visible.
-                    channel.basic_publish("", queue_name, body, properties, mandatory=self.confirm_delivery)
+                # Inside an actor, an interrupt waits until the publish is done: pika's frames for
+                # one message must not be cut in the middle on a connection the thread reuses.
+                with interrupts_deferred():
+                    if canonical_name in self.queues_pending:
+                        self._declare_on_server(canonical_name)
+                    channel = self._channel()
+                    with _translate_pika_errors(f"publishing to {queue_name!r}"):
+                        # The default exchange routes by queue name; mandatory makes unroutable visible.
+                        channel.basic_publish("", queue_name, body, properties, mandatory=self.confirm_delivery)
                 break
             except ConnectionClosed as exc:
                 if isinstance(exc.__cause__, pika.exceptions.UnroutableError):
