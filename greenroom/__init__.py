@@ -1,10 +1,18 @@
-"""greenroom: fast, reliable background task processing, wire-compatible with Dramatiq."""
+"""greenroom: fast, reliable background task processing, wire-compatible with Dramatiq.
+
+Besides re-exporting the public names, this module wires the layers: the modules at the bottom of
+the package build the default broker, the default middleware and pipelines on demand, but cannot
+import them, so they are registered with :mod:`greenroom._globals` here, from the top.
+"""
 
 from typing import Any
 
-from ._globals import get_broker, get_encoder, set_broker, set_encoder
+from . import _globals
+from . import middleware as _middleware
+from ._globals import get_encoder, set_encoder
 from .actor import Actor, actor
-from .broker import Broker, Consumer, MessageProxy
+from .broker import Broker, Consumer, MessageProxy, get_broker, set_broker
+from .brokers._url import default_broker as _default_broker
 from .composition import group, pipeline
 from .encoder import Encoder, JSONEncoder, PickleEncoder
 from .errors import (
@@ -28,6 +36,14 @@ from .middleware import Middleware
 from .worker import ConsumerThread, Worker, WorkerThread
 
 __version__ = "0.1.0"
+
+
+def _default_middleware() -> list[Middleware]:
+    """One instance of each class of ``greenroom.middleware.default_middleware``, read when a broker is built."""
+    return [middleware_class() for middleware_class in _middleware.default_middleware]
+
+
+_globals.register_defaults(broker=_default_broker, middleware=_default_middleware, pipeline=pipeline)
 
 __all__ = [
     "Actor",

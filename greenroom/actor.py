@@ -10,15 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from ._globals import get_broker
+from .broker import Broker, get_broker
 from .logging import get_logger
 from .message import Message
 from .threading import interrupts_deferred
 
 if TYPE_CHECKING:
     from typing_extensions import ParamSpec
-
-    from .broker import Broker
 else:  # typing.ParamSpec exists from 3.10, which is our floor
     from typing import ParamSpec
 

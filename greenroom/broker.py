@@ -1,24 +1,39 @@
-"""The broker and consumer contracts every broker implements, and the message proxy consumers yield."""
+"""The broker and consumer contracts every broker implements, and the message proxy consumers yield.
+
+This module sits in the core, below the actor and middleware modules: it names actors through
+:class:`ActorLike`, middleware through :class:`~greenroom._hooks.MiddlewareLike` and results
+backends through :class:`~greenroom._types.ResultBackendLike`, and finds the default middleware
+through the registry in :mod:`greenroom._globals`, which the package fills from above.
+"""
 
 from __future__ import annotations
 
 import abc
+import datetime
 import threading
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from . import _globals
+from ._hooks import AfterSignal, BeforeSignal, MiddlewareLike
+from ._types import ResultBackendLike
 from .common import dq_name
-from .errors import ActorNotFound, DecodeError
+from .errors import ActorNotFound, DecodeError, MiddlewareError
 from .logging import get_logger
 from .message import Message
-from .middleware.middleware import AfterSignal, BeforeSignal, Middleware, MiddlewareError
 
-if TYPE_CHECKING:
-    from .actor import Actor
-    from .results import ResultBackend
-
-__all__ = ["MAX_PAYLOAD_BYTES", "Broker", "Consumer", "MessageProxy", "QueueListener", "decode_message"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "ActorLike",
+    "Broker",
+    "Consumer",
+    "MessageProxy",
+    "QueueListener",
+    "decode_message",
+    "get_broker",
+    "set_broker",
+]
 
 #: Payloads larger than this many bytes are dead-lettered instead of decoded.
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -27,6 +42,61 @@ MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 QueueListener = Callable[[str, bool], None]
 
 _Hook = Callable[..., None]
+
+
+class ActorLike(Protocol):
+    """What brokers, workers and middleware need of an actor; :class:`greenroom.Actor` provides it.
+
+    The actor module sits above this one (an actor is declared on a broker), so the broker
+    contract names actors through this protocol.
+    """
+
+    @property
+    def actor_name(self) -> str: ...
+
+    @property
+    def queue_name(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def message(self, *args: Any, **kwargs: Any) -> Message[Any]: ...
+
+    def message_with_options(
+        self, *, args: tuple[Any, ...] = ..., kwargs: dict[str, Any] | None = ..., **options: Any
+    ) -> Message[Any]: ...
+
+    def send(self, *args: Any, **kwargs: Any) -> Message[Any]: ...
+
+    def send_with_options(
+        self,
+        *,
+        args: tuple[Any, ...] = ...,
+        kwargs: dict[str, Any] | None = ...,
+        delay: int | datetime.timedelta | None = ...,
+        **options: Any,
+    ) -> Message[Any]: ...
+
+
+def get_broker() -> Broker:
+    """The global broker, created on first use when none was set.
+
+    With nothing configured this is the embedded SQLite broker; the ``greenroom_broker_url``
+    environment variable (or ``dramatiq_broker_url``) selects another one by URL. Creating the
+    broker opens no file or socket: that happens on the first enqueue or consume.
+    """
+    # Only set_broker below and the registered default-broker factory fill the slot, each with a Broker.
+    return cast("Broker", _globals.get_broker())
+
+
+def set_broker(broker: Broker) -> None:
+    """Make ``broker`` the global broker."""
+    _globals.set_broker(broker)
 
 
 def decode_message(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Message[Any]:
@@ -57,15 +127,15 @@ class Broker(abc.ABC):
         middleware; an explicit list, even empty, installs exactly those.
     """
 
-    def __init__(self, middleware: list[Middleware] | None = None) -> None:
+    def __init__(self, middleware: Iterable[MiddlewareLike] | None = None) -> None:
         self.logger = get_logger(__name__, type(self))
-        self.actors: dict[str, Actor[Any, Any]] = {}
+        self.actors: dict[str, ActorLike] = {}
         #: Declared queue names: a set, as :meth:`_register_queue` expects (brokers may replace it,
         #: as the stub broker does with a dict of queues, and override that method to match).
         self.queues: Any = set()
         self.delay_queues: set[str] = set()
         self.actor_options: set[str] = set()
-        self.middleware: list[Middleware] = []
+        self.middleware: list[MiddlewareLike] = []
         #: Prebuilt dispatch lists, rebuilt by add_middleware: signal → bound hook methods.
         self._before: dict[str, list[_Hook]] = {}
         self._after: dict[str, list[_Hook]] = {}
@@ -77,9 +147,7 @@ class Broker(abc.ABC):
 
         self._rebuild_dispatch()
         if middleware is None:
-            from .middleware import default_middleware  # the middleware package sits above this module
-
-            middleware = [middleware_class() for middleware_class in default_middleware]
+            middleware = _globals.build_default_middleware()
         for m in middleware:
             self.add_middleware(m)
 
@@ -104,7 +172,11 @@ class Broker(abc.ABC):
                 self.logger.critical("Unexpected failure in after_%s of %r.", signal, _owner(hook), exc_info=True)
 
     def add_middleware(
-        self, middleware: Middleware, *, before: type[Middleware] | None = None, after: type[Middleware] | None = None
+        self,
+        middleware: MiddlewareLike,
+        *,
+        before: type[MiddlewareLike] | None = None,
+        after: type[MiddlewareLike] | None = None,
     ) -> None:
         """Install a middleware, then replay the declarations it missed.
 
@@ -138,7 +210,7 @@ class Broker(abc.ABC):
         for queue_name in self.get_declared_delay_queues():
             self._call_hook(middleware, "after_declare_delay_queue", queue_name)
 
-    def _call_hook(self, middleware: Middleware, name: str, *args: Any) -> None:
+    def _call_hook(self, middleware: MiddlewareLike, name: str, *args: Any) -> None:
         try:
             getattr(middleware, name)(self, *args)
         except Exception:
@@ -182,14 +254,14 @@ class Broker(abc.ABC):
 
     # -- actors and queues ----------------------------------------------------------------------
 
-    def declare_actor(self, actor: Actor[Any, Any]) -> None:
+    def declare_actor(self, actor: ActorLike) -> None:
         """Declare an actor and its queue."""
         self.emit_before("declare_actor", actor)
         self.declare_queue(actor.queue_name)
         self.actors[actor.actor_name] = actor
         self.emit_after("declare_actor", actor)
 
-    def get_actor(self, actor_name: str) -> Actor[Any, Any]:
+    def get_actor(self, actor_name: str) -> ActorLike:
         """Look up a declared actor.
 
         Raises:
@@ -212,7 +284,7 @@ class Broker(abc.ABC):
         """The names of the declared delay queues."""
         return set(self.delay_queues)
 
-    def get_results_backend(self) -> ResultBackend:
+    def get_results_backend(self) -> ResultBackendLike:
         """The backend of the installed results middleware.
 
         Raises:
@@ -220,7 +292,7 @@ class Broker(abc.ABC):
         """
         for m in self.middleware:
             if m.stores_results:
-                backend: ResultBackend = m.backend  # type: ignore[attr-defined]
+                backend: ResultBackendLike = m.backend  # type: ignore[attr-defined]  # a results middleware has one
                 return backend
         raise RuntimeError("The broker doesn't have a results backend.")
 

@@ -6,13 +6,13 @@ This module is public API: third-party brokers written for Dramatiq import ``com
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Iterable, Iterator
 from queue import Empty, Queue
 from typing import Any, Protocol, TypeVar
 
+from ._settings import getenv_int  # kept here for existing callers; _settings owns the environment
 from .errors import QueueJoinTimeout
 
 __all__ = [
@@ -87,22 +87,6 @@ def xq_name(queue_name: str) -> str:
     if queue_name.endswith(".DQ"):
         return queue_name[:-3] + ".XQ"
     return queue_name + ".XQ"
-
-
-def getenv_int(name: str) -> int | None:
-    """Read an integer environment variable; ``None`` when unset, ``ValueError`` when not an integer.
-
-    The ``dramatiq_`` spelling of a ``greenroom_`` variable is read as a fallback.
-    """
-    value = os.environ.get(name)
-    if value is None and name.startswith("greenroom_"):
-        value = os.environ.get("dramatiq_" + name[len("greenroom_") :])
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, not {value!r}") from None
 
 
 def dead_letter_reason(exception: BaseException, limit: int = 4096) -> str:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import abc
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
-from ._globals import get_broker
+from .broker import Broker, get_broker
+from .errors import ResultMissing
 from .message import Message
 
-if TYPE_CHECKING:
-    from .broker import Broker
-
-__all__ = ["group", "pipeline"]
+__all__ = ["GroupBarriers", "group", "pipeline"]
 
 _Child = Union[Message[Any], "pipeline", "group"]
 
@@ -26,6 +25,18 @@ def _remaining_ms(deadline_s: float | None) -> int | None:
 
 def _deadline(timeout_ms: int | None) -> float | None:
     return None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+
+
+class GroupBarriers(abc.ABC):
+    """What ``group.run`` needs to give a group completion callbacks: a barrier the members arrive at.
+
+    The :class:`~greenroom.middleware.group_callbacks.GroupCallbacks` middleware implements it (the
+    middleware package sits above this module); a group finds it among its broker's middleware.
+    """
+
+    @abc.abstractmethod
+    def create_barrier(self, key: str, parties: int) -> None:
+        """Create the barrier ``key`` for ``parties`` members, where producers and workers both see it."""
 
 
 class pipeline:
@@ -76,8 +87,6 @@ class pipeline:
     @property
     def completed_count(self) -> int:
         """How many leading messages have a result."""
-        from .results import ResultMissing
-
         count = 0
         backend = self.broker.get_results_backend()
         for message in self.messages:
@@ -130,17 +139,13 @@ class group:
         return self
 
     def _run_with_callbacks(self, delay: int | None) -> None:
-        from .middleware.group_callbacks import GroupCallbacks
-        from .rate_limits import Barrier
-
-        middleware = next((m for m in self.broker.middleware if isinstance(m, GroupCallbacks)), None)
-        if middleware is None:
+        barriers = next((m for m in self.broker.middleware if isinstance(m, GroupBarriers)), None)
+        if barriers is None:
             raise RuntimeError("group callbacks require the GroupCallbacks middleware")
         if any(isinstance(child, group) for child in self.children):
             raise NotImplementedError("groups of groups cannot have completion callbacks")
         completion_uuid = str(uuid.uuid4())
-        barrier = Barrier(middleware.rate_limiter_backend, completion_uuid, ttl=middleware.barrier_ttl)
-        barrier.create(len(self.children))
+        barriers.create_barrier(completion_uuid, len(self.children))
         options = {"group_completion_uuid": completion_uuid, "group_completion_callbacks": self.completion_callbacks}
         for child in self.children:
             if isinstance(child, Message):
@@ -171,8 +176,6 @@ class group:
     @property
     def completed_count(self) -> int:
         """How many members have a result."""
-        from .results import ResultMissing
-
         count = 0
         for child in self.children:
             try:

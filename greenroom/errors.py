@@ -12,10 +12,21 @@ The tree (Dramatiq's class names are kept so existing ``except`` clauses keep wo
      │         └── ConnectionClosed
      ├── QueueJoinTimeout
      ├── RateLimitExceeded
-     └── Retry                       raised by an actor to ask for a retry
+     ├── Retry                       raised by an actor to ask for a retry
+     └── ResultError                 (also importable from greenroom.results)
+          ├── ResultMissing
+          ├── ResultTimeout
+          └── ResultFailure
+
+    MiddlewareError (an Exception, as in Dramatiq; also importable from greenroom.middleware)
+     └── SkipMessage
 
 ``Interrupt`` and its subclasses live in :mod:`greenroom.threading` and derive from
 ``BaseException`` so that ``except Exception`` in user code cannot swallow them.
+
+The result and middleware errors are defined here, at the bottom of the package, because the core
+raises or catches them (the worker catches ``SkipMessage``, ``group`` catches ``ResultMissing``)
+and must not import the packages above it that present them.
 """
 
 from __future__ import annotations
@@ -32,10 +43,16 @@ __all__ = [
     "DecodeError",
     "DramatiqError",
     "GreenroomError",
+    "MiddlewareError",
     "QueueJoinTimeout",
     "QueueNotFound",
     "RateLimitExceeded",
+    "ResultError",
+    "ResultFailure",
+    "ResultMissing",
+    "ResultTimeout",
     "Retry",
+    "SkipMessage",
 ]
 
 
@@ -112,6 +129,41 @@ class Retry(GreenroomError):
     def __init__(self, message: str = "", delay: int | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class ResultError(GreenroomError):
+    """Base class for result errors."""
+
+
+class ResultTimeout(ResultError):
+    """A blocking ``get_result`` ran out of time before the result was stored."""
+
+
+class ResultMissing(ResultError):
+    """A non-blocking ``get_result`` found no result (yet, or any more: results expire)."""
+
+
+class ResultFailure(ResultError):
+    """The message failed for good; its actor's exception was stored in place of a result.
+
+    Parameters:
+      message: The error text, ``"actor raised <type>: <message>"``.
+      orig_exc_type: The name of the actor's exception class.
+      orig_exc_msg: ``str()`` of the actor's exception.
+    """
+
+    def __init__(self, message: str = "", orig_exc_type: str = "", orig_exc_msg: str = "") -> None:
+        super().__init__(message)
+        self.orig_exc_type = orig_exc_type
+        self.orig_exc_msg = orig_exc_msg
+
+
+class MiddlewareError(Exception):
+    """Base class for exceptions a ``before_*`` middleware hook raises to abort an operation."""
+
+
+class SkipMessage(MiddlewareError):
+    """Raised by ``before_process_message`` to skip a message without running its actor."""
 
 
 def __getattr__(name: str) -> Any:

@@ -8,15 +8,12 @@ import itertools
 import os
 import random
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import _globals
+from ._types import ResultBackendLike
 from .common import current_millis
 from .errors import DecodeError
-
-if TYPE_CHECKING:
-    from .composition import pipeline
-    from .results import ResultBackend
 
 __all__ = ["Message", "generate_unique_id"]
 
@@ -142,7 +139,9 @@ class Message(Generic[R]):
 
     _replace = copy
 
-    def get_result(self, *, backend: ResultBackend | None = None, block: bool = False, timeout: int | None = None) -> R:
+    def get_result(
+        self, *, backend: ResultBackendLike | None = None, block: bool = False, timeout: int | None = None
+    ) -> R:
         """Fetch this message's result from a results backend (the global broker's by default)."""
         if backend is None:
             backend = _globals.get_broker().get_results_backend()
@@ -154,10 +153,13 @@ class Message(Generic[R]):
         """``message_timestamp`` as an aware UTC datetime."""
         return datetime.datetime.fromtimestamp(self.message_timestamp / 1000, tz=datetime.timezone.utc)
 
-    def __or__(self, other: Any) -> pipeline:
-        from .composition import pipeline  # composition is a higher layer: imported on use
+    def __or__(self, other: Any) -> Any:
+        """``message | other`` is ``pipeline([message, other])`` (a :class:`greenroom.pipeline`).
 
-        return pipeline([self, other])
+        The composition module sits above this one, so the pipeline is built by the factory that
+        ``greenroom/__init__`` registers with :mod:`greenroom._globals`.
+        """
+        return _globals.build_pipeline([self, other])
 
     def __lt__(self, other: Message[Any]) -> bool:
         return dataclasses.astuple(self) < dataclasses.astuple(other)

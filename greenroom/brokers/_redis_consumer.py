@@ -6,23 +6,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ..broker import Consumer, MessageProxy, decode_message
 from ..common import dead_letter_reason, getenv_int
 from ..errors import BrokerError, DecodeError
 from ..message import Message, generate_unique_id
-from ._redis_dispatch import fetch_keys
+from ._redis_idle import IDLE_POLL_S
+from ._redis_port import RedisBrokerPort, fetch_keys
 
-if TYPE_CHECKING:
-    from .redis import RedisBroker
-
-__all__ = ["IDLE_POLL_S", "MAX_FETCH", "Command"]
+__all__ = ["MAX_FETCH", "Command"]
 
 #: Most ids one fetch script call moves (keeps Lua's unpack within its stack: half the limit, if one is set).
 MAX_FETCH = min(1000, (getenv_int("greenroom_lua_max_stack") or 2000) // 2)
-#: Seconds an idle consumer blocks on its wake-up list (greenroom producers wake it) before polling.
-IDLE_POLL_S = 0.1
+#: Empty fetches in a row after which a consumer leaves the waiting to the broker's IdleWaiter.
+#: Until then it blocks on its own wake-up list (up to IDLE_POLL_S a round), as quick as it gets
+#: for a queue with steady traffic; the waiter adds a thread hand-off and a round trip.
+_OWN_ROUNDS = 10
 
 Command = tuple[Any, ...]  # one Redis command: its name and arguments
 
@@ -52,7 +52,7 @@ class _RedisConsumer(Consumer):
     Settling is a group commit: an ack made while another settle call is in flight joins the next
     call, and ``ack`` returns only once its message is settled in Redis."""
 
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+    def __init__(self, broker: RedisBrokerPort, queue_name: str, prefetch: int, timeout_ms: int) -> None:
         self.broker, self.logger = broker, broker.logger
         self.queue_name = queue_name
         self.prefetch, self.timeout_s = prefetch, timeout_ms / 1000
@@ -60,8 +60,14 @@ class _RedisConsumer(Consumer):
         broker._consumer_opened(queue_name)  # heartbeats now cover this queue
         with broker._lock:
             self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
-        self._wake_key = keys[3]
+        #: Its queue's list and wake-up list, for the broker's IdleWaiter.
+        self.queue_key, self.wake_key = keys[0], keys[3]
         self._fetch_keys = fetch_keys(broker, queue_name)
+        #: Fetches in a row that came back empty. After _OWN_ROUNDS of them the consumer stops
+        #: blocking on its wake-up list itself and leaves that to the broker's IdleWaiter, which
+        #: sets _nudged when there may be messages.
+        self._empty_rounds = 0
+        self._nudged = threading.Event()
         #: Fetched, not yet handed out; only the iterating thread touches it.
         self._cache: deque[tuple[bytes, bytes | None]] = deque()
         #: Ids handed out and not settled. Guarded by _cond (iterating thread and worker threads).
@@ -87,13 +93,30 @@ class _RedisConsumer(Consumer):
                     if self.prefetch - len(self._handed) <= 0:
                         return None
                     continue
-            if self._fetch(min(room, MAX_FETCH), wait_s):
-                continue
+            if self._empty_rounds < _OWN_ROUNDS or self._nudged.is_set():
+                self._nudged.clear()
+                if self._fetch(min(room, MAX_FETCH), wait_s):
+                    self._empty_rounds, wait_s = 0, 0.0
+                    continue
+                self._empty_rounds += 1
             remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0.001:
                 return None
-            # Idle: the next fetch first blocks until a producer pushes a wake-up token, or for a short poll.
-            wait_s = max(0.001, min(remaining_s, IDLE_POLL_S))
+            if self._empty_rounds < _OWN_ROUNDS:
+                # Busy a moment ago: the next fetch first blocks on the wake-up list, in the same
+                # round trip (Redis runs the fetch as soon as BLPOP returns), the quickest way back.
+                wait_s = max(0.001, min(remaining_s, IDLE_POLL_S))
+                continue
+            # Idle for a while: the waiter nudges this consumer when a producer pushes a wake-up
+            # token, or when its periodic look finds messages. Subscribing again each time is
+            # cheap, and restarts the waiter's thread should it have died.
+            wait_s = 0.0
+            self.broker._idle_waiter.subscribe(self)
+            self._nudged.wait(remaining_s)
+
+    def nudge(self) -> None:
+        """Fetch again: the queue may hold messages (the broker's IdleWaiter calls this from its thread)."""
+        self._nudged.set()
 
     def _fetch(self, count: int, wait_s: float) -> int:
         broker = self.broker
@@ -103,7 +126,7 @@ class _RedisConsumer(Consumer):
             keys, args = self._fetch_keys, (count, broker.broker_id, self.queue_name, token)
             commands: list[Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
             if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
-                commands.insert(0, ("BLPOP", self._wake_key, f"{wait_s:.3f}"))
+                commands.insert(0, ("BLPOP", self.wake_key, f"{wait_s:.3f}"))
             reply = broker._round_trip(commands, retry=False, script="fetch")[-1]
             broker._fetch_tokens.pop(self.queue_name, None)
         self._cache.extend(zip(reply[::2], reply[1::2], strict=True))
@@ -192,6 +215,7 @@ class _RedisConsumer(Consumer):
         """Hand back messages fetched but never handed out, then release the consumer."""
         if self._closed:
             return
+        self.broker._idle_waiter.unsubscribe(self)
         self._closed, cached = True, [redis_id for redis_id, payload in self._cache if payload is not None]
         self._cache.clear()
         try:

@@ -8,30 +8,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ..broker import Consumer
 from ..message import generate_unique_id
+from ._redis_consumer import _RedisConsumer
+from ._redis_port import RedisBrokerPort, fetch_keys
 
-if TYPE_CHECKING:
-    from .redis import RedisBroker
-
-__all__ = ["DramatiqCommands", "fetch_keys"]
-
-
-def fetch_keys(broker: RedisBroker, queue_name: str) -> tuple[str, ...]:
-    """The KEYS of fetch.lua for ``queue_name`` (consumers and ``do_fetch`` both run it)."""
-    keys = broker._queue_keys(queue_name)
-    return (*keys[:4], broker._heartbeats_key, broker._registry_key, *keys[4:])
+__all__ = ["DramatiqCommands"]
 
 
-def _enqueue(broker: RedisBroker, queue_name: str, redis_id: str, payload: bytes | str) -> int:
+def _enqueue(broker: RedisBrokerPort, queue_name: str, redis_id: str, payload: bytes | str) -> int:
     """Store a payload under ``redis_id`` and push it (once: a second call with the same id does nothing)."""
     keys = broker._queue_keys(queue_name)
     return int(broker._run_script("enqueue", (keys[0], keys[1], keys[3]), (redis_id, payload)))
 
 
-def _fetch(broker: RedisBroker, queue_name: str, count: int) -> list[bytes]:
+def _fetch(broker: RedisBrokerPort, queue_name: str, count: int) -> list[bytes]:
     """Move up to ``count`` ids into this broker's ack set and return their payloads. As in Dramatiq,
     they count as held by this broker while it beats; settle them with the commands below."""
     args = (count, broker.broker_id, queue_name, generate_unique_id())
@@ -40,19 +33,19 @@ def _fetch(broker: RedisBroker, queue_name: str, count: int) -> list[bytes]:
 
 
 def _settle(op: str) -> Callable[..., None]:
-    def settle(broker: RedisBroker, queue_name: str, *redis_ids: str) -> None:
+    def settle(broker: RedisBrokerPort, queue_name: str, *redis_ids: str) -> None:
         if redis_ids:
             broker._settle(queue_name, [(op, redis_id.encode(), "") for redis_id in redis_ids])
 
     return settle
 
 
-def _purge(broker: RedisBroker, queue_name: str) -> None:
+def _purge(broker: RedisBrokerPort, queue_name: str) -> None:
     """Drop the queue's messages and dead letters (not those of its delay queue)."""
     broker._execute("DEL", *broker._queue_keys(queue_name))
 
 
-def _qsize(broker: RedisBroker, queue_name: str) -> int:
+def _qsize(broker: RedisBrokerPort, queue_name: str) -> int:
     return broker.qsize(queue_name)
 
 
@@ -74,11 +67,9 @@ class DramatiqCommands:
         command = _COMMANDS.get(name[3:]) if name.startswith("do_") else None
         if command is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return functools.partial(command, cast("RedisBroker", self))
+        return functools.partial(command, cast("RedisBrokerPort", self))
 
     @property
     def consumer_class(self) -> type[Consumer]:
         """The consumer class; ``consumer_class(broker, queue_name, prefetch, timeout)`` is ``broker.consume``."""
-        from ._redis_consumer import _RedisConsumer
-
         return _RedisConsumer

@@ -9,23 +9,20 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..broker import Consumer, MessageProxy, decode_message
 from ..common import current_millis, dead_letter_reason
 from ..errors import DecodeError
 from ..message import Message
-
-if TYPE_CHECKING:
-    from .sqlite import SQLiteBroker
+from ._sqlite_port import SQLiteBrokerPort
 
 __all__: list[str] = []
 
-#: An idle consumer checks ``PRAGMA data_version`` (a cheap read) at intervals growing to this (s).
-_MAX_POLL_S = 0.05
-_MIN_POLL_S = 0.002
-#: Even with no commit anywhere, consumers look again this often (s): leases expire silently.
-_RECHECK_S = 1.0
+#: Even without a nudge, an idle consumer looks at its queue this often (s). Nothing should need it:
+#: it knows when its next delayed row is due, and the broker's ChangeWatcher nudges it for new rows,
+#: rows handed back and lapsed leases. It bounds the harm of a wall clock set back, say.
+_RECHECK_S = 10.0
 #: How often the lease keeper purges expired dead letters (ms).
 _PURGE_INTERVAL_MS = 60_000
 #: Rows leased per transaction at most, so that no write transaction holds the lock for long.
@@ -52,7 +49,7 @@ class _SQLiteMessageProxy(MessageProxy):
 class _SQLiteConsumer(Consumer):
     """Leases the rows of one queue, at most ``prefetch`` at a time."""
 
-    def __init__(self, broker: SQLiteBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+    def __init__(self, broker: SQLiteBrokerPort, queue_name: str, prefetch: int, timeout_ms: int) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
@@ -66,9 +63,13 @@ class _SQLiteConsumer(Consumer):
         self._lock = threading.Lock()
         self._held = 0
         self._closed = False
-        #: Set when a row is released, so a consumer waiting for a free slot fetches at once.
+        #: Set when a row is released and when the broker's ChangeWatcher nudges this consumer;
+        #: which of the two happened is told by _slot_freed and _nudged (under _lock).
         self._wake = threading.Event()
-        self._seen_version: int | None = None
+        self._slot_freed = False
+        self._nudged = False
+        #: The watcher's generation when this consumer last looked at its queue.
+        self._seen_generation = -1
         self._next_check_s = 0.0
 
     @property
@@ -78,30 +79,44 @@ class _SQLiteConsumer(Consumer):
 
     def __next__(self) -> MessageProxy | None:
         deadline_s = time.monotonic() + self.timeout_s
-        poll_s = _MIN_POLL_S
         while True:
             if self._buffer:
                 return self._buffer.popleft()
             now_s = time.monotonic()
             free = self.prefetch - self._held
             if free > 0 and self._should_fetch(now_s) and self._fetch(free):
-                poll_s = _MIN_POLL_S
                 continue
             if now_s >= deadline_s:
                 return None
-            wait_s = min(poll_s, deadline_s - now_s)
-            if free > 0:
-                wait_s = min(wait_s, max(0.0, self._next_check_s - now_s))
-            self._wake.wait(wait_s)
-            poll_s = min(poll_s * 2, _MAX_POLL_S)
+            self._wait(free, deadline_s)
 
     def _should_fetch(self, now_s: float) -> bool:
-        woken = self._wake.is_set()
+        """Whether to look at the queue: a row was released, it may have new work, or it is time."""
         self._wake.clear()
-        version = self.broker._db.data_version()
-        changed = version != self._seen_version
-        self._seen_version = version
-        return woken or changed or now_s >= self._next_check_s
+        with self._lock:
+            poked = self._slot_freed or self._nudged
+            self._slot_freed = self._nudged = False
+        if not poked and now_s < self._next_check_s:
+            return False
+        # Read before looking: a commit the watcher notices from now on may concern what the look missed.
+        self._seen_generation = self.broker._change_watcher().generation
+        return True
+
+    def _wait(self, free: int, deadline_s: float) -> None:
+        """Sleep until a row is released, a nudge, the queue is due a look, or the deadline."""
+        now_s = time.monotonic()
+        wake_at_s = deadline_s
+        if free > 0:
+            wake_at_s = min(wake_at_s, self._next_check_s)
+            # Again at every wait: cheap, and it starts the watcher's thread again should it have stopped.
+            self.broker._change_watcher().subscribe(self, self._seen_generation)
+        self._wake.wait(max(0.0, wake_at_s - now_s))
+
+    def nudge(self) -> None:
+        """There may be new work (the broker's ChangeWatcher calls this from its thread)."""
+        with self._lock:
+            self._nudged = True
+        self._wake.set()
 
     def _fetch(self, free: int) -> bool:
         """Lease up to ``free`` due rows; False when none is due (and when to look again is set)."""
@@ -152,6 +167,7 @@ class _SQLiteConsumer(Consumer):
                 return
             proxy._released = True
             self._held -= 1
+            self._slot_freed = True
             forget = self._closed and self._held == 0
         self._wake.set()
         if forget:
@@ -187,6 +203,7 @@ class _SQLiteConsumer(Consumer):
                 proxy._consumer._release(proxy)
 
     def close(self) -> None:
+        self.broker._change_watcher().unsubscribe(self)
         buffered = list(self._buffer)
         self._buffer.clear()
         try:
@@ -214,7 +231,7 @@ class _LeaseKeeper:
     :meth:`SQLiteBroker.close` (the next consumer starts it again).
     """
 
-    def __init__(self, broker: SQLiteBroker) -> None:
+    def __init__(self, broker: SQLiteBrokerPort) -> None:
         self.broker = broker
         #: Consumers whose rows to renew: added by consumer threads, removed by whichever thread
         #: releases the last row of a closed consumer. Guarded by _lock, as is _thread.

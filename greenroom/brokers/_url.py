@@ -1,4 +1,4 @@
-"""Creating a broker from a URL (``greenroom_broker_url``)."""
+"""Creating a broker from a URL (``greenroom_broker_url``), and the default global broker."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _settings
+from .._settings import DEFAULT_SQLITE_PATH
 from ..broker import Broker
 
-__all__ = ["DEFAULT_SQLITE_PATH", "broker_from_url"]
-
-#: Where the default broker keeps its database: relative to the working directory, so that a
-#: producer and a worker started from the same project directory share it.
-DEFAULT_SQLITE_PATH = "greenroom.db"
+__all__ = ["DEFAULT_SQLITE_PATH", "broker_from_url", "default_broker"]
 
 #: scheme → (module, class, extra to install).
 _SCHEMES: dict[str, tuple[str, str, str | None]] = {
@@ -61,3 +59,12 @@ def _sqlite_path(url: str) -> str:
     if path.startswith("/"):
         path = path[1:]
     return os.path.expanduser(path) or DEFAULT_SQLITE_PATH
+
+
+def default_broker() -> Broker:
+    """The broker ``get_broker()`` creates when none was set: the one ``greenroom_broker_url`` names.
+
+    ``greenroom/__init__`` registers this function with :mod:`greenroom._globals`. With no URL
+    configured it is the SQLite broker on :data:`DEFAULT_SQLITE_PATH`; nothing is opened yet.
+    """
+    return broker_from_url(_settings.broker_url() or "")

@@ -12,6 +12,7 @@ Keys (``p``: ``""``, or ``"<namespace>:"``; ``q``: a queue such as ``default`` o
     p__queues__.<wid>         SET   queues where ``wid`` may hold ack sets (greenroom only)
     p__notify__.<q>           LIST  at most one wake-up token for idle consumers (greenroom only)
     p__fetch__.<wid>.<q>      LIST  token and ids of the last fetch, to repeat it if its reply is lost
+    p__idle__.<wid>           LIST  a token that makes the idle waiter of ``wid`` block anew (greenroom only)
 
 Any producer may enqueue with ``HSET p<q>.msgs <id> <payload>`` then ``RPUSH p<q> <id>``; ``options``
 may be ``{}`` (without ``redis_message_id`` the id is the one pushed). ``namespace="dramatiq"`` shares
@@ -58,6 +59,7 @@ from ..threading import interrupts_deferred
 from ._redis_consumer import MAX_FETCH as MAX_FETCH  # public since the first release (the fetch size cap)
 from ._redis_consumer import Command, _RedisConsumer
 from ._redis_dispatch import DramatiqCommands
+from ._redis_idle import IdleWaiter
 
 __all__ = ["RedisBroker", "ReplyWait"]
 
@@ -146,6 +148,14 @@ class RedisBroker(DramatiqCommands, Broker):
         self._heartbeat_thread: threading.Thread | None = None
         self._heartbeat_wake, self._closing = threading.Event(), False
         self._last_beat_s = float("-inf")  # monotonic time of the last beat that went through
+        #: Blocks on the wake-up lists of every idle consumer at once (its thread starts with the first).
+        self._idle_waiter = IdleWaiter(
+            round_trip=self._round_trip,
+            script_sha=lambda name: self._script(name)[0],
+            new_connection=self._new_connection,
+            interrupt_key=f"{self._prefix}__idle__.{self.broker_id}",
+            logger=self.logger,
+        )
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -341,7 +351,9 @@ class RedisBroker(DramatiqCommands, Broker):
             time.sleep(interval / 1000)
 
     def close(self) -> None:
-        """Stop the heartbeat thread; close the settles' connection, this thread's and those of ended threads."""
+        """Stop the heartbeat thread and the idle waiter; close the settles' connection, this thread's and those of
+        ended threads."""
+        self._idle_waiter.stop()
         with self._lock:
             self._closing = True
             thread = self._heartbeat_thread

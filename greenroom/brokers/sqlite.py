@@ -58,6 +58,7 @@ from ..message import Message
 from ..middleware.middleware import Middleware
 from ._sqlite_consumer import _LeaseKeeper, _SQLiteConsumer
 from ._sqlite_db import Database
+from ._sqlite_watch import ChangeWatcher
 
 __all__ = ["DeadLetter", "QueueCounts", "SQLiteBroker", "SQLiteSettings"]
 
@@ -199,8 +200,10 @@ class SQLiteBroker(Broker):
         )
         #: Guards _keeper; taken by consumer threads and by close().
         self._keeper_lock = threading.Lock()
+        #: The process the lease keeper and the change watcher belong to (a forked child makes its own).
         self._keeper_pid = os.getpid()
         self._keeper: _LeaseKeeper | None = None
+        self._watcher = ChangeWatcher(self._db, self.logger)
 
     # -- the broker interface -----------------------------------------------------------------
 
@@ -296,23 +299,36 @@ class SQLiteBroker(Broker):
         return [DeadLetter(*row) for row in rows]
 
     def close(self) -> None:
-        """Stop the lease keeper and close this process's connections; the broker may be used again."""
-        if self._keeper is not None and self._keeper_pid == os.getpid():
-            self._keeper.stop()
+        """Stop the lease keeper and the change watcher, and close this process's connections.
+
+        The broker may be used again: the next consumer starts them anew."""
+        if self._keeper_pid == os.getpid():
+            if self._keeper is not None:
+                self._keeper.stop()
+            self._watcher.stop()
         self._db.close()
 
-    def _lease_keeper(self) -> _LeaseKeeper:
+    def _check_process(self) -> None:
         if os.getpid() != self._keeper_pid:
-            # A forked child inherits the keeper but not its thread; it needs its own. The lock
-            # is replaced too: a parent thread may have held it at fork time.
+            # A forked child inherits the keeper and the watcher but not their threads; it needs
+            # its own. The lock is replaced too: a parent thread may have held it at fork time.
             self._keeper_lock = threading.Lock()
             self._keeper, self._keeper_pid = None, os.getpid()
+            self._watcher = ChangeWatcher(self._db, self.logger)
+
+    def _lease_keeper(self) -> _LeaseKeeper:
+        self._check_process()
         with self._keeper_lock:
             if self._keeper is None:
                 self._keeper = _LeaseKeeper(self)
             return self._keeper
 
     # -- primitives used by the consumer and the lease keeper ---------------------------------
+
+    def _change_watcher(self) -> ChangeWatcher:
+        """This process's change watcher: it nudges idle consumers when their queue may have new work."""
+        self._check_process()
+        return self._watcher
 
     def _peek(self, queue_name: str, now_ms: int) -> int | None:
         """The due time of the first row nobody holds, or None."""

@@ -1,7 +1,8 @@
 """The command-line arguments of ``greenroom`` (Dramatiq-compatible flags plus ``--burst``).
 
-This package is the only place where greenroom reads environment variables (besides the broker
-URL in ``greenroom._globals``); what it reads is passed down as arguments.
+Besides :mod:`greenroom._settings`, which reads the settings the library needs, this package is
+the only place where greenroom reads environment variables; what it reads is passed down as
+arguments.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import os
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import __version__
-from .._globals import BROKER_URL_ENV
+from .. import __version__, _settings
 
 __all__ = ["CliOptions", "make_argument_parser", "options_from_namespace", "redact_url"]
 
@@ -220,7 +220,7 @@ def options_from_namespace(namespace: argparse.Namespace) -> CliOptions:
 
 def broker_url_from_environment() -> str | None:
     """The broker URL the environment configures, if any (used to name the broker in errors)."""
-    return os.environ.get(BROKER_URL_ENV) or os.environ.get("dramatiq_broker_url") or None
+    return _settings.broker_url()
 
 
 def redact_url(url: str) -> str:

@@ -13,8 +13,7 @@ from types import FrameType, ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._globals import get_broker
-from ..broker import Broker
+from ..broker import Broker, get_broker
 from ..common import q_name
 from ..errors import BrokerConnectionError, QueueJoinTimeout
 from ..threading import is_gevent_active

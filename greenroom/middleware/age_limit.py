@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option, select_options
 from ..common import current_millis
 from ..logging import get_logger
 from .middleware import Middleware, SkipMessage
@@ -27,19 +29,19 @@ class AgeLimit(Middleware):
     def __init__(self, *, max_age: int | None = None) -> None:
         self.logger = get_logger(__name__, type(self))
         self.max_age = max_age
-        #: Actor name → its own limit, for actors that set one (read once, at declaration).
-        self._by_actor: dict[str, int | None] = {}
+        #: Actor name → the options of this middleware that the actor sets (read once, at declaration).
+        self._actor_options: dict[str, Mapping[str, Any]] = {}
 
     @property
     def actor_options(self) -> set[str]:
         return {"max_age"}
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        if "max_age" in actor.options:
-            self._by_actor[actor.actor_name] = actor.options["max_age"]
+        self._actor_options[actor.actor_name] = select_options(actor.options, self.actor_options)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        max_age = message.options.get("max_age") or self._by_actor.get(message.actor_name, self.max_age)
+        actor_options = self._actor_options.get(message.actor_name, NO_OPTIONS)
+        max_age = resolve_option("max_age", message.options, actor_options, self.max_age)
         if not max_age:
             return
         age_ms = current_millis() - message.message_timestamp

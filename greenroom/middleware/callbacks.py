@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option, select_options
 from .middleware import Middleware
 
 if TYPE_CHECKING:
@@ -20,23 +22,26 @@ class Callbacks(Middleware):
     """
 
     def __init__(self) -> None:
-        #: (actor name, option) → callback actor name, resolved when the actor is declared.
-        self._by_actor: dict[tuple[str, str], str | None] = {}
+        #: Actor name → the options of this middleware that the actor sets (read once, at declaration).
+        #: Callbacks given as actors are kept as their names.
+        self._actor_options: dict[str, Mapping[str, Any]] = {}
 
     @property
     def actor_options(self) -> set[str]:
         return {"on_failure", "on_success"}
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        for name in ("on_success", "on_failure"):
-            target = actor.options.get(name)
-            self._by_actor[actor.actor_name, name] = getattr(target, "actor_name", target)
+        options = select_options(actor.options, self.actor_options)
+        self._actor_options[actor.actor_name] = {
+            name: getattr(target, "actor_name", target) for name, target in options.items()
+        }
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         name = "on_success" if exception is None else "on_failure"
-        target = message.options.get(name) or self._by_actor.get((message.actor_name, name))
+        actor_options = self._actor_options.get(message.actor_name, NO_OPTIONS)
+        target = resolve_option(name, message.options, actor_options, None)
         if not target:
             return
         callback = broker.get_actor(target)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ..common import getenv_int
+from .. import _settings
+from ..composition import GroupBarriers
 from ..message import Message
+from ..rate_limits import Barrier
 from .middleware import Middleware
 
 if TYPE_CHECKING:
@@ -17,11 +19,9 @@ __all__ = ["DEFAULT_BARRIER_TTL", "GroupCallbacks"]
 
 #: How long a group's barrier lives by default, in milliseconds (one day).
 DEFAULT_BARRIER_TTL = 86400 * 1000
-#: Deprecated environment override of ``barrier_ttl`` (kept for Dramatiq compatibility).
-_BARRIER_TTL_ENV = "greenroom_group_callback_barrier_ttl"
 
 
-class GroupCallbacks(Middleware):
+class GroupCallbacks(Middleware, GroupBarriers):
     """Run ``group.add_completion_callback`` messages when the whole group has succeeded.
 
     ``group.run`` creates a barrier with one party per member and tags each member (the last
@@ -37,14 +37,19 @@ class GroupCallbacks(Middleware):
     def __init__(self, rate_limiter_backend: RateLimiterBackend, *, barrier_ttl: int = DEFAULT_BARRIER_TTL) -> None:
         self.rate_limiter_backend = rate_limiter_backend
         self.barrier_ttl = barrier_ttl
-        env_ttl = getenv_int(_BARRIER_TTL_ENV)
+        env_ttl = _settings.group_callback_barrier_ttl_ms()
         if env_ttl is not None:
+            variable = _settings.GROUP_CALLBACK_BARRIER_TTL_ENV
             warnings.warn(
-                f"{_BARRIER_TTL_ENV} is deprecated; pass barrier_ttl to GroupCallbacks instead.",
+                f"{variable} is deprecated; pass barrier_ttl to GroupCallbacks instead.",
                 FutureWarning,
                 stacklevel=2,
             )
             self.barrier_ttl = env_ttl
+
+    def create_barrier(self, key: str, parties: int) -> None:
+        """Create a group's barrier in the rate-limiter backend (``group.run`` calls this)."""
+        Barrier(self.rate_limiter_backend, key, ttl=self.barrier_ttl).create(parties)
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
@@ -55,8 +60,6 @@ class GroupCallbacks(Middleware):
         callbacks = message.options.get("group_completion_callbacks")
         if not completion_uuid or not callbacks:
             return
-        from ..rate_limits import Barrier  # rate_limits sits above the middleware layer
-
         backend = self.rate_limiter_backend
         # Delivery is at-least-once: a member processed twice must count once, and the callbacks
         # must be sent once even if the barrier is seen cleared more than once.

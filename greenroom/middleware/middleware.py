@@ -25,7 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any
+
+# The hook names and the two middleware errors sit below the broker, which dispatches the hooks
+# and lets the errors through; they are presented here, where Dramatiq has them.
+from .._hooks import HOOKS, AfterSignal, BeforeSignal
+from ..errors import MiddlewareError, SkipMessage
 
 if TYPE_CHECKING:
     from ..actor import Actor
@@ -33,76 +38,7 @@ if TYPE_CHECKING:
     from ..message import Message
     from ..worker import ConsumerThread, Worker, WorkerThread
 
-__all__ = ["HOOKS", "Middleware", "MiddlewareError", "SkipMessage"]
-
-#: The name of every hook method a middleware may override.
-HOOKS: Final = frozenset(
-    {
-        "before_declare_actor",
-        "after_declare_actor",
-        "before_declare_queue",
-        "after_declare_queue",
-        "after_declare_delay_queue",
-        "before_enqueue",
-        "after_enqueue",
-        "after_process_boot",
-        "before_worker_boot",
-        "after_worker_boot",
-        "after_consumer_thread_boot",
-        "before_consumer_thread_shutdown",
-        "after_worker_thread_boot",
-        "before_worker_thread_shutdown",
-        "before_delay_message",
-        "before_process_message",
-        "after_process_message",
-        "after_skip_message",
-        "before_ack",
-        "after_ack",
-        "before_nack",
-        "after_nack",
-        "before_worker_shutdown",
-        "after_worker_shutdown",
-    }
-)
-
-#: Signals that have a ``before_`` hook.
-BeforeSignal = Literal[
-    "declare_actor",
-    "declare_queue",
-    "enqueue",
-    "worker_boot",
-    "consumer_thread_shutdown",
-    "worker_thread_shutdown",
-    "delay_message",
-    "process_message",
-    "ack",
-    "nack",
-    "worker_shutdown",
-]
-#: Signals that have an ``after_`` hook.
-AfterSignal = Literal[
-    "declare_actor",
-    "declare_queue",
-    "declare_delay_queue",
-    "enqueue",
-    "process_boot",
-    "worker_boot",
-    "consumer_thread_boot",
-    "worker_thread_boot",
-    "process_message",
-    "skip_message",
-    "ack",
-    "nack",
-    "worker_shutdown",
-]
-
-
-class MiddlewareError(Exception):
-    """Base class for exceptions a ``before_*`` hook raises to abort an operation."""
-
-
-class SkipMessage(MiddlewareError):
-    """Raised by ``before_process_message`` to skip a message without running its actor."""
+__all__ = ["HOOKS", "AfterSignal", "BeforeSignal", "Middleware", "MiddlewareError", "SkipMessage"]
 
 
 def enqueue_or_fail(

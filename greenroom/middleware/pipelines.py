@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option
 from ..logging import get_logger
 from ..message import Message
 from .middleware import Middleware, enqueue_or_fail
@@ -33,11 +34,10 @@ class Pipelines(Middleware):
         if target is None:
             return
         next_message: Message[Any] = Message(**target)
-        pipe_ignore = next_message.options.get("pipe_ignore")
-        if not pipe_ignore:
-            actor = broker.actors.get(message.actor_name)
-            pipe_ignore = actor.options.get("pipe_ignore") if actor is not None else False
-        if not pipe_ignore:
+        # As in Dramatiq: the next message's option, else the option of the actor that just ran.
+        actor = broker.actors.get(message.actor_name)
+        actor_options = actor.options if actor is not None else NO_OPTIONS
+        if not resolve_option("pipe_ignore", next_message.options, actor_options, False):
             next_message = next_message.copy(args=(*next_message.args, result))
         delay = next_message.options.get("delay")
         enqueue_or_fail(broker, message, next_message, delay, self.logger, "the next pipeline step")

@@ -6,6 +6,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option
 from ..common import compute_backoff, current_millis, is_expected
 from ..errors import Retry
 from ..logging import get_logger
@@ -22,8 +23,6 @@ DEFAULT_MAX_RETRIES = 20
 DEFAULT_MIN_BACKOFF = 15000
 #: The longest backoff, in milliseconds (7 days); also the cap on any configured max_backoff.
 DEFAULT_MAX_BACKOFF = 7 * 24 * 3600 * 1000
-
-_UNSET: Any = object()
 
 
 class Retries(Middleware):
@@ -66,9 +65,9 @@ class Retries(Middleware):
             return
         options = message.options
         actor = broker.actors.get(message.actor_name)
-        actor_options: dict[str, Any] = actor.options if actor is not None else {}
+        actor_options = actor.options if actor is not None else NO_OPTIONS
 
-        throws = options.get("throws") or actor_options.get("throws")
+        throws = resolve_option("throws", options, actor_options, None)
         if is_expected(exception, throws):
             self.logger.info("Aborting message %r: %s is in 'throws'.", message.message_id, type(exception).__name__)
             message.fail()
@@ -81,14 +80,14 @@ class Retries(Middleware):
         )
         options["requeue_timestamp"] = current_millis()
 
-        max_retries = self._resolve("max_retries", options, actor_options, self.max_retries)
-        retry_when = actor_options.get("retry_when", self.retry_when)
+        max_retries = resolve_option("max_retries", options, actor_options, self.max_retries)
+        retry_when = resolve_option("retry_when", NO_OPTIONS, actor_options, self.retry_when)
         if (retry_when is not None and not retry_when(retries, exception)) or (
             retry_when is None and max_retries is not None and retries >= max_retries
         ):
             self.logger.warning("Retries exceeded for message %r.", message.message_id)
             message.fail()
-            target = options.get("on_retry_exhausted") or actor_options.get("on_retry_exhausted")
+            target = resolve_option("on_retry_exhausted", options, actor_options, None)
             if target:
                 broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
             return
@@ -96,18 +95,10 @@ class Retries(Middleware):
         if isinstance(exception, Retry) and exception.delay is not None:
             delay = exception.delay
         else:
-            min_backoff = self._resolve("min_backoff", options, actor_options, self.min_backoff)
-            max_backoff = self._resolve("max_backoff", options, actor_options, self.max_backoff)
+            min_backoff = resolve_option("min_backoff", options, actor_options, self.min_backoff)
+            max_backoff = resolve_option("max_backoff", options, actor_options, self.max_backoff)
             max_backoff = min(max_backoff, DEFAULT_MAX_BACKOFF)
             _, delay = compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)
 
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
         enqueue_or_fail(broker, message, message._message.copy(), delay, self.logger, "the retry")
-
-    @staticmethod
-    def _resolve(name: str, options: dict[str, Any], actor_options: dict[str, Any], default: Any) -> Any:
-        """Message option if present (even None), else actor option if present, else the default."""
-        value = options.get(name, _UNSET)
-        if value is _UNSET:
-            value = actor_options.get(name, default)
-        return value

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option, select_options
 from ..logging import get_logger
 from ..threading import Interrupt, current_platform, interrupt, is_gevent_active, supported_platforms
 from .middleware import Middleware
@@ -36,8 +38,8 @@ class ShutdownNotifications(Middleware):
         #: threads and the thread calling Worker.stop, under _lock.
         self._notify: dict[int, str] = {}
         self._lock = threading.Lock()
-        #: Actor name → its notify_shutdown option (None when unset), resolved at declaration.
-        self._by_actor: dict[str, bool | None] = {}
+        #: Actor name → the options of this middleware that the actor sets (read once, at declaration).
+        self._actor_options: dict[str, Mapping[str, Any]] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -50,15 +52,11 @@ class ShutdownNotifications(Middleware):
             )
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        self._by_actor[actor.actor_name] = actor.options.get("notify_shutdown")
+        self._actor_options[actor.actor_name] = select_options(actor.options, self.actor_options)
 
     def _should_notify(self, message: MessageProxy) -> bool:
-        value = message.options.get("notify_shutdown")
-        if value is None:
-            value = self._by_actor.get(message.actor_name)
-        if value is None:
-            value = self.notify_shutdown
-        return bool(value)
+        actor_options = self._actor_options.get(message.actor_name, NO_OPTIONS)
+        return bool(resolve_option("notify_shutdown", message.options, actor_options, self.notify_shutdown))
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if self._should_notify(message):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._options import NO_OPTIONS, resolve_option, select_options
 from ..logging import get_logger
 from ..threading import Interrupt, current_platform, interrupt, is_gevent_active, supported_platforms
 from .middleware import Middleware
@@ -48,8 +50,8 @@ class TimeLimit(Middleware):
         #: their own entry under _lock; the watchdog removes an entry once it interrupted its run.
         self._deadlines: dict[int, tuple[float, str]] = {}
         self._lock = threading.Lock()
-        #: Actor name → its own limit, for actors that set one (read once, at declaration).
-        self._by_actor: dict[str, float] = {}
+        #: Actor name → the options of this middleware that the actor sets (read once, at declaration).
+        self._actor_options: dict[str, Mapping[str, Any]] = {}
         self._watchdog: threading.Thread | None = None
         self._watchdog_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -69,12 +71,12 @@ class TimeLimit(Middleware):
                 self._watchdog.start()
 
     def after_declare_actor(self, broker: Broker, actor: Actor[Any, Any]) -> None:
-        if "time_limit" in actor.options:
-            self._by_actor[actor.actor_name] = actor.options["time_limit"]
+        self._actor_options[actor.actor_name] = select_options(actor.options, self.actor_options)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        limit_ms = message.options.get("time_limit") or self._by_actor.get(message.actor_name, self.time_limit)
-        if limit_ms == float("inf"):
+        actor_options = self._actor_options.get(message.actor_name, NO_OPTIONS)
+        limit_ms = resolve_option("time_limit", message.options, actor_options, self.time_limit)
+        if limit_ms is None or limit_ms == float("inf"):
             return
         with self._lock:
             self._deadlines[threading.get_ident()] = (time.monotonic() + limit_ms / 1000, message.message_id)

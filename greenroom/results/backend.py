@@ -5,9 +5,10 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._globals import get_encoder
+from .._types import MessageLike
 from ..common import compute_backoff, q_name
 from .errors import ResultMissing, ResultTimeout
 from .result import Missing, unwrap_result, wrap_exception, wrap_result
@@ -21,19 +22,6 @@ __all__ = ["DEFAULT_NAMESPACE", "DEFAULT_TIMEOUT", "MessageLike", "ResultBackend
 DEFAULT_NAMESPACE = "greenroom-results"
 #: How long a blocking ``get_result`` waits by default, in milliseconds.
 DEFAULT_TIMEOUT = 10000
-
-
-class MessageLike(Protocol):
-    """What a backend reads from a message (a ``Message`` or a ``MessageProxy``)."""
-
-    @property
-    def queue_name(self) -> str: ...
-
-    @property
-    def actor_name(self) -> str: ...
-
-    @property
-    def message_id(self) -> str: ...
 
 
 class ResultBackend(abc.ABC):

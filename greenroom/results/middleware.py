@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._options import resolve_option
 from ..logging import get_logger
 from ..middleware.middleware import Middleware
 
@@ -50,9 +51,8 @@ class Results(Middleware):
         actor = broker.actors.get(message.actor_name)
         if actor is None:
             return False, 0
-        options, actor_options = message.options, actor.options
-        store_results = options.get("store_results", actor_options.get("store_results", self.store_results))
-        result_ttl = options.get("result_ttl", actor_options.get("result_ttl", self.result_ttl))
+        store_results = resolve_option("store_results", message.options, actor.options, self.store_results)
+        result_ttl = resolve_option("result_ttl", message.options, actor.options, self.result_ttl)
         return bool(store_results), int(result_ttl)
 
     def after_process_message(

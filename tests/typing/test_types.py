@@ -46,3 +46,17 @@ if TYPE_CHECKING:
     greet.send("bob", punct="?")  # type: ignore[call-arg]
     fetch.send(42)  # type: ignore[arg-type]
     greenroom.actor(queue_name=3)  # type: ignore[call-overload]
+
+    # The core names what the layers above it provide through protocols; the real classes satisfy them.
+    from greenroom._hooks import MiddlewareLike
+    from greenroom._types import GlobalBroker, ResultBackendLike
+    from greenroom.broker import ActorLike
+    from greenroom.middleware import Retries
+    from greenroom.results.backends import StubBackend
+
+    _actor_like: ActorLike = add
+    _async_actor_like: ActorLike = fetch
+    _middleware_like: MiddlewareLike = Retries()
+    _backend_like: ResultBackendLike = StubBackend()
+    _global_broker: GlobalBroker = broker
+    assert_type(greenroom.get_broker(), greenroom.Broker)

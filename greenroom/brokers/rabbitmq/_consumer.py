@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from ...broker import Consumer, MessageProxy, decode_message
 from ...common import q_name, xq_name
 from ...errors import ConnectionClosed, DecodeError
 from ...message import Message
 from ._errors import _is_missing_queue, _translate_pika_errors
-
-if TYPE_CHECKING:
-    from . import RabbitmqBroker
 
 __all__ = ["MAX_PREFETCH", "_RabbitmqConsumer", "_RabbitmqMessageProxy"]
 
@@ -38,6 +36,26 @@ class _RabbitmqMessageProxy(MessageProxy):
         self._consumer_id = consumer_id
 
 
+class _ConsumerBroker(Protocol):
+    """What a consumer uses of its :class:`~greenroom.brokers.rabbitmq.RabbitmqBroker`.
+
+    The broker's package imports this module, so the consumer names its broker through this
+    protocol rather than importing the package back.
+    """
+
+    @property
+    def logger(self) -> logging.Logger: ...
+
+    @property
+    def queues_pending(self) -> set[str]:
+        """Canonical names of the queues to declare (again) on the server."""
+        ...
+
+    def _connect(self) -> Any: ...
+
+    def _close_connection(self, connection: Any) -> None: ...
+
+
 class _RabbitmqConsumer(Consumer):
     """Consumes one queue on a connection of its own.
 
@@ -46,7 +64,7 @@ class _RabbitmqConsumer(Consumer):
     thread-safe call, ``add_callback_threadsafe``; ``close`` executes what is still queued.
     """
 
-    def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+    def __init__(self, broker: _ConsumerBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
         self.broker = broker
         self.logger = broker.logger
         self.queue_name = queue_name

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..._settings import DEFAULT_SQLITE_PATH
 from ..._sqlite_local import ExpiringTable
-from ...brokers._url import DEFAULT_SQLITE_PATH
 from ...common import current_millis
 from ..backend import DEFAULT_NAMESPACE, ResultBackend
 from ..result import Missing
