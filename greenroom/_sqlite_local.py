@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._fork_gate import sqlite_operation
+from ._process_local import ProcessLocal
 from .errors import ConnectionClosed, ConnectionFailed
 
 __all__ = ["ExpiringTable", "ThreadLocalConnections", "translate_sqlite_errors"]
@@ -33,6 +34,17 @@ def translate_sqlite_errors() -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise ConnectionClosed(f"SQLite operation failed: {exc}") from exc
+
+
+class _OpenConnections:
+    """The connections one process opened: each thread's own, and all of them for close()."""
+
+    def __init__(self) -> None:
+        #: Each thread's connection; only ever touched by its own thread.
+        self.local = threading.local()
+        #: Every connection opened, so close() can close them all; guarded by lock.
+        self.all: list[sqlite3.Connection] = []
+        self.lock = threading.Lock()
 
 
 class ThreadLocalConnections:
@@ -51,32 +63,20 @@ class ThreadLocalConnections:
             raise ValueError("an in-memory SQLite database cannot be shared between connections; use a file path")
         self.busy_timeout_ms = busy_timeout_ms
         self.schema = schema
-        #: Each thread's connection; only ever touched by its own thread.
-        self._local = threading.local()
-        #: Every connection opened, so close() can close them all; guarded by _lock.
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        #: What a forked child inherited; kept referenced so that the GC never closes it.
-        self._inherited: list[object] = []
+        # After a fork the parent's connections must not be used, nor even closed (a close in the
+        # child can drop locks or remove the WAL the parent still uses): ProcessLocal gives the
+        # child connections of its own and keeps the parent's referenced.
+        self._process: ProcessLocal[_OpenConnections] = ProcessLocal(_OpenConnections)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
-        if self._pid != os.getpid():
-            # After a fork the parent's connections must not be used, nor even closed (a close in
-            # the child can drop locks or remove the WAL the parent still uses): keep them
-            # referenced and open new ones. The lock is replaced: a parent thread may have held it.
-            self._inherited.append((self._local, self._all))
-            self._local = threading.local()
-            self._all = []
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        state = self._process.get()
+        conn: sqlite3.Connection | None = getattr(state.local, "conn", None)
         if conn is None:
             conn = self._open()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+            state.local.conn = conn
+            with state.lock:
+                state.all.append(conn)
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -149,15 +149,17 @@ class ThreadLocalConnections:
 
     def close(self) -> None:
         """Close every connection opened so far (they reopen on next use)."""
-        with self._lock:
-            connections, self._all = self._all, []
+        state = self._process.reset()  # threads open new connections from now on
+        if state is None:
+            return
+        with state.lock:
+            connections, state.all = state.all, []
         with sqlite_operation():  # a close may checkpoint the WAL: not across a fork
             for conn in connections:
                 try:
                     conn.close()
                 except sqlite3.ProgrammingError:
                     pass  # closed from another thread than its own: SQLite refuses, the GC closes it
-        self._local = threading.local()
 
 
 class ExpiringTable:

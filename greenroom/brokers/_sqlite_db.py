@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
-import os
 import random
 import sqlite3
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .._fork_gate import sqlite_operation
+from .._process_local import ProcessLocal
 from ..errors import BrokerError, ConnectionClosed, ConnectionFailed
 
 __all__ = ["SCHEMA_VERSION", "Database"]
@@ -64,6 +64,19 @@ class _ThreadConnection:
         self.thread = threading.current_thread()
 
 
+class _ProcessConnections:
+    """The connections one process holds to a database file, one per thread."""
+
+    def __init__(self) -> None:
+        #: Guards connections and generation; taken by any thread.
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        #: Every open connection of this process, so close() can close them.
+        self.connections: list[_ThreadConnection] = []
+        #: Bumped by close(): a thread whose connection is older opens a new one.
+        self.generation = 0
+
+
 class Database:
     """The database file of an SQLite broker, as seen from one process.
 
@@ -85,40 +98,22 @@ class Database:
         self.lock_retry_ms = lock_retry_ms
         self.synchronous = synchronous.upper()
         self.logger = logger
-        #: Guards _connections and _generation; taken by any thread.
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        #: Every open connection of this process, so close() can close them.
-        self._connections: list[_ThreadConnection] = []
-        #: Bumped by close(): a thread whose connection is older opens a new one.
-        self._generation = 0
-        self._pid = os.getpid()
-        #: What a forked child inherited; kept referenced so it is never closed (see _check_pid).
-        self._inherited: list[object] = []
-        self._schema_ready = False
-
-    def _check_pid(self) -> None:
-        if os.getpid() == self._pid:
-            return
         # A connection must not be used, or even closed, in a forked child: SQLite's POSIX locks
         # belong to the parent, and a close may checkpoint or remove the WAL the parent still
-        # uses. The child keeps the inherited objects referenced (so the GC never closes them)
-        # and starts afresh. The lock is replaced too: a parent thread may have held it at fork.
-        self._inherited.append((self._local, self._connections))
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections = []
-        self._pid = os.getpid()
+        # uses. ProcessLocal gives a child connections of its own and keeps the parent's
+        # referenced, so the GC never closes them there.
+        self._process: ProcessLocal[_ProcessConnections] = ProcessLocal(_ProcessConnections)
+        self._schema_ready = False
 
     def _connection(self) -> _ThreadConnection:
-        self._check_pid()
-        current: _ThreadConnection | None = getattr(self._local, "connection", None)
-        if current is None or current.generation != self._generation:
-            current = self._open()
-            self._local.connection = current
+        state = self._process.get()
+        current: _ThreadConnection | None = getattr(state.local, "connection", None)
+        if current is None or current.generation != state.generation:
+            current = self._open(state)
+            state.local.connection = current
         return current
 
-    def _open(self) -> _ThreadConnection:
+    def _open(self, state: _ProcessConnections) -> _ThreadConnection:
         if sqlite3.sqlite_version_info < _MIN_SQLITE_VERSION:
             raise BrokerError(f"the SQLite broker needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}")
         with _translate_sqlite_errors(self.path):
@@ -133,15 +128,15 @@ class Database:
         except BaseException:
             conn.close()
             raise
-        with self._lock:
+        with state.lock:
             # Connections of threads that have ended can be closed: nothing else uses them.
-            for old in self._connections:
+            for old in state.connections:
                 if not old.thread.is_alive():
                     with contextlib.suppress(sqlite3.Error):
                         old.conn.close()
-            self._connections = [c for c in self._connections if c.thread.is_alive()]
-            connection = _ThreadConnection(conn, self._generation)
-            self._connections.append(connection)
+            state.connections = [c for c in state.connections if c.thread.is_alive()]
+            connection = _ThreadConnection(conn, state.generation)
+            state.connections.append(connection)
         return connection
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
@@ -229,10 +224,10 @@ class Database:
 
     def close(self) -> None:
         """Close this process's connections; threads open new ones when they next need one."""
-        self._check_pid()
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._generation += 1
+        state = self._process.get()
+        with state.lock:
+            connections, state.connections = state.connections, []
+            state.generation += 1
         with sqlite_operation():  # a close may checkpoint the WAL: not across a fork
             for connection in connections:
                 with contextlib.suppress(sqlite3.Error):

@@ -46,11 +46,11 @@ import dataclasses
 import math
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .._process_local import ProcessLocal
 from ..broker import MAX_PAYLOAD_BYTES, Broker, Consumer
 from ..common import current_millis, dq_name, q_name
 from ..errors import QueueJoinTimeout, QueueNotFound
@@ -198,12 +198,10 @@ class SQLiteBroker(Broker):
             synchronous=self.settings.synchronous,
             logger=self.logger,
         )
-        #: Guards _keeper; taken by consumer threads and by close().
-        self._keeper_lock = threading.Lock()
-        #: The process the lease keeper and the change watcher belong to (a forked child makes its own).
-        self._keeper_pid = os.getpid()
-        self._keeper: _LeaseKeeper | None = None
-        self._watcher = ChangeWatcher(self._db, self.logger)
+        # The lease keeper and the change watcher run threads of this process: a forked child
+        # builds its own on first use and leaves the parent's alone.
+        self._keeper: ProcessLocal[_LeaseKeeper] = ProcessLocal(lambda: _LeaseKeeper(self))
+        self._watcher: ProcessLocal[ChangeWatcher] = ProcessLocal(lambda: ChangeWatcher(self._db, self.logger))
 
     # -- the broker interface -----------------------------------------------------------------
 
@@ -302,33 +300,23 @@ class SQLiteBroker(Broker):
         """Stop the lease keeper and the change watcher, and close this process's connections.
 
         The broker may be used again: the next consumer starts them anew."""
-        if self._keeper_pid == os.getpid():
-            if self._keeper is not None:
-                self._keeper.stop()
-            self._watcher.stop()
+        keeper = self._keeper.peek()
+        if keeper is not None:
+            keeper.stop()
+        watcher = self._watcher.peek()
+        if watcher is not None:
+            watcher.stop()
         self._db.close()
 
-    def _check_process(self) -> None:
-        if os.getpid() != self._keeper_pid:
-            # A forked child inherits the keeper and the watcher but not their threads; it needs
-            # its own. The lock is replaced too: a parent thread may have held it at fork time.
-            self._keeper_lock = threading.Lock()
-            self._keeper, self._keeper_pid = None, os.getpid()
-            self._watcher = ChangeWatcher(self._db, self.logger)
-
     def _lease_keeper(self) -> _LeaseKeeper:
-        self._check_process()
-        with self._keeper_lock:
-            if self._keeper is None:
-                self._keeper = _LeaseKeeper(self)
-            return self._keeper
+        """This process's lease keeper."""
+        return self._keeper.get()
 
     # -- primitives used by the consumer and the lease keeper ---------------------------------
 
     def _change_watcher(self) -> ChangeWatcher:
         """This process's change watcher: it nudges idle consumers when their queue may have new work."""
-        self._check_process()
-        return self._watcher
+        return self._watcher.get()
 
     def _peek(self, queue_name: str, now_ms: int) -> int | None:
         """The due time of the first row nobody holds, or None."""
