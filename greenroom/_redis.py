@@ -75,7 +75,10 @@ class ReplyWait:
     up every other greenlet). The counters are shared without a lock: a lost update only makes polling
     stop or resume a little earlier or later."""
 
-    MISSES, REST = 8, 1024
+    #: Late replies in a row after which polling stops.
+    MISSES = 8
+    #: Waits without polling before polling is tried again.
+    REST = 1024
 
     def __init__(self, budget_us: int = 100) -> None:
         self.budget_s = budget_us / 1e6
@@ -93,6 +96,7 @@ class ReplyWait:
             if time.perf_counter() >= deadline:
                 self._misses += 1
                 if self._misses >= self.MISSES:
-                    self._misses, self._resting = 0, self.REST
+                    self._misses = 0
+                    self._resting = self.REST
                 return
         self._misses = 0

@@ -18,12 +18,16 @@ __all__ = [
     "BROKER_URL_ENV",
     "DEFAULT_SQLITE_PATH",
     "GROUP_CALLBACK_BARRIER_TTL_ENV",
+    "PROMETHEUS_MULTIPROC_ENV",
     "broker_url",
     "dead_message_ttl_ms",
     "delay_queue_prefetch",
     "getenv_int",
     "group_callback_barrier_ttl_ms",
     "lua_max_stack",
+    "prom_host",
+    "prom_port",
+    "prometheus_multiproc_dir",
     "queue_prefetch",
     "restart_delay_ms",
     "worker_timeout_ms",
@@ -37,6 +41,9 @@ GROUP_CALLBACK_BARRIER_TTL_ENV = "greenroom_group_callback_barrier_ttl"
 #: relative to the working directory, so that a producer and a worker started from the same
 #: project directory share it.
 DEFAULT_SQLITE_PATH = "greenroom.db"
+#: The environment variables prometheus_client reads to find the multiprocess directory, in the order
+#: it reads them (they are prometheus_client's, so they have no ``dramatiq_`` spelling).
+PROMETHEUS_MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 _PREFIX = "greenroom_"
 _DRAMATIQ_PREFIX = "dramatiq_"
@@ -107,3 +114,26 @@ def dead_message_ttl_ms() -> int | None:
 def lua_max_stack() -> int | None:
     """``greenroom_lua_max_stack``: the Lua stack limit of the Redis server, when it is not the default."""
     return getenv_int("greenroom_lua_max_stack")
+
+
+def prom_host() -> str | None:
+    """``greenroom_prom_host``, else ``dramatiq_prom_host``: where the metrics server listens.
+
+    An empty ``greenroom_prom_host`` counts as unset, so the Dramatiq spelling is read then.
+    """
+    return os.environ.get("greenroom_prom_host") or os.environ.get("dramatiq_prom_host") or None
+
+
+def prom_port() -> int | None:
+    """``greenroom_prom_port``: the port the metrics server listens on."""
+    return getenv_int("greenroom_prom_port")
+
+
+def prometheus_multiproc_dir() -> str | None:
+    """The multiprocess directory of prometheus_client: the first of :data:`PROMETHEUS_MULTIPROC_ENV` set
+    to a non-empty value, else ``None``."""
+    for name in PROMETHEUS_MULTIPROC_ENV:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None

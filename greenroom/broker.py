@@ -229,7 +229,8 @@ class Broker(abc.ABC):
         # written for Dramatiq (which only emits them) still gets consumers for later queues.
         after.setdefault("declare_queue", []).append(lambda _, name: self._notify_queue_declared(name, False))
         after.setdefault("declare_delay_queue", []).append(lambda _, name: self._notify_queue_declared(name, True))
-        self._before, self._after = before, after
+        self._before = before
+        self._after = after
         self.has_results_middleware = any(m.stores_results for m in self.middleware)
 
     # -- queue listeners (internal wiring for the Worker) --------------------------------------

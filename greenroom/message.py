@@ -39,10 +39,12 @@ def generate_unique_id() -> str:
 
 def _new_sequence() -> None:
     global _sequence_prefix, _sequence
-    _sequence_prefix, _sequence = generate_unique_id()[:24], itertools.count()
+    _sequence_prefix = generate_unique_id()[:24]
+    _sequence = itertools.count()
 
 
-_sequence_prefix, _sequence = "", itertools.count()
+_sequence_prefix = ""
+_sequence = itertools.count()
 _new_sequence()
 os.register_at_fork(after_in_child=_new_sequence)
 

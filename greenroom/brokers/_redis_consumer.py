@@ -8,23 +8,35 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
+from .. import _settings
 from ..broker import Consumer, MessageProxy, decode_message
-from ..common import dead_letter_reason, getenv_int
+from ..common import dead_letter_reason
 from ..errors import BrokerError, DecodeError
 from ..message import Message, generate_unique_id
 from ._redis_idle import IDLE_POLL_S
 from ._redis_port import RedisBrokerPort, fetch_keys
 
-__all__ = ["MAX_FETCH", "Command"]
+__all__ = ["DEFAULT_MAX_FETCH", "Command", "max_fetch"]
 
-#: Most ids one fetch script call moves (keeps Lua's unpack within its stack: half the limit, if one is set).
-MAX_FETCH = min(1000, (getenv_int("greenroom_lua_max_stack") or 2000) // 2)
+#: Most ids one fetch script call moves when ``greenroom_lua_max_stack`` sets no smaller Lua stack.
+DEFAULT_MAX_FETCH = 1000
+#: The Lua stack limit of a Redis server built with the default settings.
+_DEFAULT_LUA_MAX_STACK = 2000
 #: Empty fetches in a row after which a consumer leaves the waiting to the broker's IdleWaiter.
 #: Until then it blocks on its own wake-up list (up to IDLE_POLL_S a round), as quick as it gets
 #: for a queue with steady traffic; the waiter adds a thread hand-off and a round trip.
 _OWN_ROUNDS = 10
 
 Command = tuple[Any, ...]  # one Redis command: its name and arguments
+
+
+def max_fetch() -> int:
+    """Most ids one fetch script call moves: keeps Lua's unpack within its stack (half the limit).
+
+    Reads ``greenroom_lua_max_stack`` (through :mod:`greenroom._settings`) when called, that is when
+    a consumer is built, never at import.
+    """
+    return min(DEFAULT_MAX_FETCH, (_settings.lua_max_stack() or _DEFAULT_LUA_MAX_STACK) // 2)
 
 
 class _RedisMessageProxy(MessageProxy):
@@ -53,15 +65,20 @@ class _RedisConsumer(Consumer):
     call, and ``ack`` returns only once its message is settled in Redis."""
 
     def __init__(self, broker: RedisBrokerPort, queue_name: str, prefetch: int, timeout_ms: int) -> None:
-        self.broker, self.logger = broker, broker.logger
+        self.broker = broker
+        self.logger = broker.logger
         self.queue_name = queue_name
-        self.prefetch, self.timeout_s = prefetch, timeout_ms / 1000
+        self.prefetch = prefetch
+        self.timeout_s = timeout_ms / 1000
+        #: Most ids one fetch moves (read from the environment once, when the consumer is built).
+        self._max_fetch = max_fetch()
         keys = broker._queue_keys(queue_name)
         broker._consumer_opened(queue_name)  # heartbeats now cover this queue
         with broker._lock:
             self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
         #: Its queue's list and wake-up list, for the broker's IdleWaiter.
-        self.queue_key, self.wake_key = keys[0], keys[3]
+        self.queue_key = keys[0]
+        self.wake_key = keys[3]
         self._fetch_keys = fetch_keys(broker, queue_name)
         #: Fetches in a row that came back empty. After _OWN_ROUNDS of them the consumer stops
         #: blocking on its wake-up list itself and leaves that to the broker's IdleWaiter, which
@@ -79,7 +96,8 @@ class _RedisConsumer(Consumer):
         self._released = False
 
     def __next__(self) -> MessageProxy | None:
-        deadline_s, wait_s = time.monotonic() + self.timeout_s, 0.0
+        deadline_s = time.monotonic() + self.timeout_s
+        wait_s = 0.0
         while True:
             while self._cache:
                 proxy = self._to_proxy(*self._cache.popleft())
@@ -95,8 +113,9 @@ class _RedisConsumer(Consumer):
                     continue
             if self._empty_rounds < _OWN_ROUNDS or self._nudged.is_set():
                 self._nudged.clear()
-                if self._fetch(min(room, MAX_FETCH), wait_s):
-                    self._empty_rounds, wait_s = 0, 0.0
+                if self._fetch(min(room, self._max_fetch), wait_s):
+                    self._empty_rounds = 0
+                    wait_s = 0.0
                     continue
                 self._empty_rounds += 1
             remaining_s = deadline_s - time.monotonic()
@@ -123,7 +142,8 @@ class _RedisConsumer(Consumer):
         with self._fetch_lock:
             # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
             token = broker._fetch_tokens.setdefault(self.queue_name, generate_unique_id())
-            keys, args = self._fetch_keys, (count, broker.broker_id, self.queue_name, token)
+            keys = self._fetch_keys
+            args = (count, broker.broker_id, self.queue_name, token)
             commands: list[Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
             if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
                 commands.insert(0, ("BLPOP", self.wake_key, f"{wait_s:.3f}"))
@@ -216,7 +236,8 @@ class _RedisConsumer(Consumer):
         if self._closed:
             return
         self.broker._idle_waiter.unsubscribe(self)
-        self._closed, cached = True, [redis_id for redis_id, payload in self._cache if payload is not None]
+        self._closed = True
+        cached = [redis_id for redis_id, payload in self._cache if payload is not None]
         self._cache.clear()
         try:
             if cached:

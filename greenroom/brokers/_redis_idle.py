@@ -108,7 +108,8 @@ class IdleWaiter:
                 self._start()
             self._condition.notify()
             # The BLPOP in flight does not name this list: the waiter must send another (once).
-            listening, interrupt = self._listening, False
+            listening = self._listening
+            interrupt = False
             if listening is not None and sleeper.wake_key not in listening and not self._interrupting:
                 self._interrupting = interrupt = True
         if interrupt:

@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Protocol
 
+from .._sqlite import Database
 from ..common import current_millis
-from ._sqlite_db import Database
 
 __all__ = ["ChangeWatcher", "Subscriber"]
 
@@ -203,9 +203,11 @@ class ChangeWatcher:
                     self._generation += 1  # before the scan: see subscribe
                 self._nudge(self._inserted_since(cursor))
                 cursor.sweep_s = min(cursor.sweep_s, cursor.swept_s + _SWEEP_GAP_S)
-            cursor.version, cursor.changed_s = version, now_s
+            cursor.version = version
+            cursor.changed_s = now_s
         if now_s >= min(cursor.sweep_s, cursor.swept_s + _SWEEP_S):
-            cursor.swept_s, cursor.sweep_s = now_s, float("inf")
+            cursor.swept_s = now_s
+            cursor.sweep_s = float("inf")
             self._nudge(self._ready_queues())
 
     def _inserted_since(self, cursor: _Cursor) -> set[str]:

@@ -43,7 +43,7 @@ import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.exceptions import NoScriptError
@@ -56,12 +56,24 @@ from ..logging import get_logger
 from ..message import Message, sequential_id
 from ..middleware.middleware import Middleware
 from ..threading import interrupts_deferred
-from ._redis_consumer import MAX_FETCH as MAX_FETCH  # public since the first release (the fetch size cap)
-from ._redis_consumer import Command, _RedisConsumer
+from ._redis_consumer import Command, _RedisConsumer, max_fetch
 from ._redis_dispatch import DramatiqCommands
 from ._redis_idle import IdleWaiter
 
 __all__ = ["RedisBroker", "ReplyWait"]
+
+if TYPE_CHECKING:
+    #: Most ids one fetch script call moves (public since the first release). Computed when it is
+    #: looked up, from ``greenroom_lua_max_stack``: importing this module reads no environment.
+    MAX_FETCH: int
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``MAX_FETCH``, computed on access (see :func:`._redis_consumer.max_fetch`)."""
+        if name == "MAX_FETCH":
+            return max_fetch()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Most messages one enqueue script call carries in a batch.
 ENQUEUE_CHUNK = 500
@@ -122,7 +134,14 @@ class RedisBroker(DramatiqCommands, Broker):
         self._scripts: dict[str, tuple[str, bytes]] = {}
         self._start_process_state()
         restart = weakref.WeakMethod(self._start_process_state)
-        os.register_at_fork(after_in_child=lambda: (method := restart()) is not None and method())
+
+        def restart_in_child() -> None:
+            """Give a forked child its own process state, unless this broker is gone by then."""
+            method = restart()
+            if method is not None:
+                method()
+
+        os.register_at_fork(after_in_child=restart_in_child)
 
     def _start_process_state(self) -> None:
         """What belongs to one process, set anew in a forked child: it must not share its parent's
@@ -146,7 +165,8 @@ class RedisBroker(DramatiqCommands, Broker):
         self._orphans: deque[tuple[str, bytes]] = deque()
         #: The heartbeat thread runs while this broker has consumers or messages to hand back.
         self._heartbeat_thread: threading.Thread | None = None
-        self._heartbeat_wake, self._closing = threading.Event(), False
+        self._heartbeat_wake = threading.Event()
+        self._closing = False
         self._last_beat_s = float("-inf")  # monotonic time of the last beat that went through
         #: Blocks on the wake-up lists of every idle consumer at once (its thread starts with the first).
         self._idle_waiter = IdleWaiter(
@@ -184,7 +204,8 @@ class RedisBroker(DramatiqCommands, Broker):
         message runs twice); loads ``script`` on NOSCRIPT and resends, on the connection ``using`` or
         else this thread's. A producer's round trip (``poll=True``) waits with :attr:`reply_wait`.
         Inside an actor, an interrupt waits until the replies are read."""
-        deadline_s, attempt = time.monotonic() + self.retry_timeout_s, 0
+        deadline_s = time.monotonic() + self.retry_timeout_s
+        attempt = 0
         while True:
             conn = using or self._connection()
             try:
@@ -230,8 +251,12 @@ class RedisBroker(DramatiqCommands, Broker):
     def _queue_keys(self, queue_name: str) -> tuple[str, ...]:
         """(list, payloads, own ack set, wake-up, dead letters, dead payloads, dead reasons, own fetch record)."""
         if (keys := self._keys.get(queue_name)) is None:
-            p, xq, me = self._prefix, f"{self._prefix}{q_name(queue_name)}.XQ", f"{self.broker_id}.{queue_name}"
-            acks, wake, fetched = f"{p}__acks__.{me}", f"{p}__notify__.{queue_name}", f"{p}__fetch__.{me}"
+            p = self._prefix
+            xq = f"{self._prefix}{q_name(queue_name)}.XQ"
+            me = f"{self.broker_id}.{queue_name}"
+            acks = f"{p}__acks__.{me}"
+            wake = f"{p}__notify__.{queue_name}"
+            fetched = f"{p}__fetch__.{me}"
             keys = (p + queue_name, f"{p}{queue_name}.msgs", acks, wake, xq, xq + ".msgs", xq + ".reasons", fetched)
             if len(self._keys) < 1024:  # bounded, should queue names be made up on the fly
                 self._keys[queue_name] = keys
@@ -239,7 +264,8 @@ class RedisBroker(DramatiqCommands, Broker):
 
     def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], str]:
         redis_id = sequential_id()  # unique like a uuid4 string, at a fifth of the cost
-        queue_name, options = message.queue_name, {**message.options, "redis_message_id": redis_id}
+        queue_name = message.queue_name
+        options = {**message.options, "redis_message_id": redis_id}
         if delay is not None:
             queue_name = dq_name(queue_name)
             options["eta"] = current_millis() + delay
@@ -252,7 +278,8 @@ class RedisBroker(DramatiqCommands, Broker):
         """Send a message (to ``<queue>.DQ`` with an ``eta`` when delayed); returns the copy sent. Raises
         ``ConnectionClosed`` when Redis stayed unreachable for ``retry_timeout`` ms."""
         message, redis_id = self._prepare(message, delay)
-        sha, keys = self._script("enqueue")[0], self._queue_keys(message.queue_name)
+        sha = self._script("enqueue")[0]
+        keys = self._queue_keys(message.queue_name)
         command = ("EVALSHA", sha, 3, keys[0], keys[1], keys[3], redis_id, message.encode())
         self._round_trip([command], script="enqueue", poll=True)
         self.emit_after("enqueue", message, delay)

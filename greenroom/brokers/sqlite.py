@@ -51,13 +51,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .._process_local import ProcessLocal
+from .._sqlite import Database
 from ..broker import MAX_PAYLOAD_BYTES, Broker, Consumer
 from ..common import current_millis, dq_name, q_name
 from ..errors import QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
 from ._sqlite_consumer import _LeaseKeeper, _SQLiteConsumer
-from ._sqlite_db import Database
+from ._sqlite_tables import broker_schema
 from ._sqlite_watch import ChangeWatcher
 
 __all__ = ["DeadLetter", "QueueCounts", "SQLiteBroker", "SQLiteSettings"]
@@ -191,12 +192,14 @@ class SQLiteBroker(Broker):
             raise ValueError("SQLiteBroker needs the path of a database file that every process can open")
         self.settings = settings or SQLiteSettings()
         self.queues: set[str] = set()
+        path = os.path.abspath(self.path)  # a later chdir() must not move the queues
         self._db = Database(
-            os.path.abspath(self.path),  # a later chdir() must not move the queues
+            path,
             busy_timeout_ms=self.settings.busy_timeout_ms,
             lock_retry_ms=self.settings.lock_retry_ms,
             synchronous=self.settings.synchronous,
             logger=self.logger,
+            schema=broker_schema(path),
         )
         # The lease keeper and the change watcher run threads of this process: a forked child
         # builds its own on first use and leaves the parent's alone.

@@ -22,7 +22,8 @@ DEFAULT_PROCESSES = os.cpu_count() or 1
 #: Default number of worker threads per process.
 DEFAULT_THREADS = 8
 #: Bounds (ms) of ``--worker-fork-timeout``.
-MIN_FORK_TIMEOUT_MS, MAX_FORK_TIMEOUT_MS = 10.0, 1_800_000.0
+MIN_FORK_TIMEOUT_MS = 10.0
+MAX_FORK_TIMEOUT_MS = 1_800_000.0
 #: Patterns always watched by ``--watch``; ``-i`` appends to them.
 DEFAULT_WATCH_INCLUDE = ("**.py",)
 

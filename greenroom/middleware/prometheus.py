@@ -20,8 +20,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import _settings
 from .._lazy import process_exists
-from ..common import getenv_int, q_name
+from .._settings import PROMETHEUS_MULTIPROC_ENV
+from ..common import q_name
 from ..logging import get_logger
 from .middleware import Middleware
 
@@ -38,7 +40,7 @@ DEFAULT_PORT = 9191
 #: Histogram buckets in milliseconds.
 BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000, 60000, 600000, 900000)
 #: The environment variables prometheus_client reads to find the multiprocess directory.
-MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+MULTIPROC_ENV = PROMETHEUS_MULTIPROC_ENV
 
 
 class _HotSeries(NamedTuple):
@@ -175,16 +177,9 @@ class Prometheus(Middleware):
             held, self._delayed = self._delayed, set()
         if held:
             self.logger.debug("Handed back %d delayed messages.", len(held))
-        directory = _multiproc_dir()
+        directory = _settings.prometheus_multiproc_dir()
         if directory:
             _remove_live_files(directory, os.getpid())
-
-
-def _multiproc_dir() -> str | None:
-    for name in MULTIPROC_ENV:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
 
 
 def _remove_live_files(directory: str, pid: int) -> None:
@@ -216,12 +211,12 @@ def serve_metrics() -> int:
     from prometheus_client import multiprocess
 
     logger = get_logger(__name__, "serve_metrics")
-    directory = _multiproc_dir()
+    directory = _settings.prometheus_multiproc_dir()
     if directory is None:
         logger.error("No multiprocess directory is set; metrics cannot be collected.")
         return 1
-    host = os.environ.get("greenroom_prom_host") or os.environ.get("dramatiq_prom_host") or DEFAULT_HOST
-    port = getenv_int("greenroom_prom_port")
+    host = _settings.prom_host() or DEFAULT_HOST
+    port = _settings.prom_port()
     if port is None:
         port = DEFAULT_PORT
 

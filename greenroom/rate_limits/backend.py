@@ -87,10 +87,18 @@ class UpdatingBackend(RateLimiterBackend):
         """Atomically set ``key`` to ``compute(current, sum of others)``; False when that refuses."""
 
     def incr(self, key: str, amount: int, maximum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current + amount > maximum else current + amount, [])
+        def compute(current: int, others_sum: int) -> int | None:
+            """``current + amount``, or ``None`` (refused) when that would pass ``maximum``."""
+            return None if current + amount > maximum else current + amount
+
+        return self._update(key, ttl, compute, [])
 
     def decr(self, key: str, amount: int, minimum: int, ttl: int) -> bool:
-        return self._update(key, ttl, lambda current, _: None if current - amount < minimum else current - amount, [])
+        def compute(current: int, others_sum: int) -> int | None:
+            """``current - amount``, or ``None`` (refused) when that would go below ``minimum``."""
+            return None if current - amount < minimum else current - amount
+
+        return self._update(key, ttl, compute, [])
 
     def incr_and_sum(self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int) -> bool:
         def compute(current: int, others_sum: int) -> int | None:

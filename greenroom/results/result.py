@@ -50,6 +50,7 @@ def unwrap_result(value: Any) -> Any:
     """
     if isinstance(value, dict) and value.get(_MARKER_KEY) == _MARKER:
         exn = value.get("exn") or {}
-        exc_type, exc_msg = str(exn.get("type", "")), str(exn.get("msg", ""))
+        exc_type = str(exn.get("type", ""))
+        exc_msg = str(exn.get("msg", ""))
         raise ResultFailure(f"actor raised {exc_type}: {exc_msg}", exc_type, exc_msg)
     return value

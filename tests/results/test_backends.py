@@ -168,7 +168,7 @@ def test_expired_results_are_purged_from_the_sqlite_table(tmp_path: Path) -> Non
         wait_for(lambda: backend._get(backend.build_message_key(old)) is Missing, timeout_s=5)
         backend._table._last_purge_s = 0.0  # make the next store purge
         backend.store_result(new, 2, 60000)
-        rows = backend._table.connections.connection().execute("SELECT key FROM greenroom_results").fetchall()
+        rows = backend._table.db.read(lambda conn: conn.execute("SELECT key FROM greenroom_results").fetchall())
         assert rows == [(backend.build_message_key(new),)]
     finally:
         backend.close()
@@ -181,11 +181,11 @@ def test_a_forked_child_opens_its_own_sqlite_connections(tmp_path: Path) -> None
     parent_message, child_message = make_message(), make_message()
     try:
         backend.store_result(parent_message, "from the parent", 10000)
-        inherited = backend._table.connections.connection()
+        inherited = backend._table.db._connection().conn
 
         def in_child() -> str:
             backend.store_result(child_message, "from the child", 10000)
-            fresh = backend._table.connections.connection() is not inherited
+            fresh = backend._table.db._connection().conn is not inherited
             return f"{fresh} {parent_message.get_result(backend=backend)}"
 
         assert in_forked_child(in_child) == "True from the parent"

@@ -51,8 +51,9 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from ... import _settings
 from ...broker import Broker, Consumer
-from ...common import current_millis, dq_name, getenv_int, q_name, xq_name
+from ...common import current_millis, dq_name, q_name, xq_name
 from ...errors import ConnectionClosed, QueueJoinTimeout
 from ...message import Message
 from ...middleware.middleware import Middleware
@@ -191,7 +192,7 @@ class RabbitmqBroker(Broker):
         super().__init__(middleware=middleware)
         self.confirm_delivery = confirm_delivery
         self.max_priority = max_priority
-        ttl = dead_message_ttl or getenv_int("greenroom_dead_message_ttl")
+        ttl = dead_message_ttl or _settings.dead_message_ttl_ms()
         self.dead_message_ttl = ttl or DEFAULT_DEAD_MESSAGE_TTL_MS
         #: Canonical names of the declared queues.
         self.queues: set[str] = set()
@@ -236,8 +237,12 @@ class RabbitmqBroker(Broker):
         """This thread's producer channel, (re)opened as needed."""
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
-            local.connection, local.channel, local.pid = None, None, os.getpid()  # see _forget_connections_after_fork
-        connection, channel = local.connection, local.channel
+            # A child process opens its own connection: see _forget_connections_after_fork.
+            local.connection = None
+            local.channel = None
+            local.pid = os.getpid()
+        connection = local.connection
+        channel = local.channel
         if channel is not None and channel.is_open and connection.is_open:
             if time.monotonic() - local.last_used_s > IDLE_CHECK_S:
                 # Service heartbeats and notice a connection closed while idle, rather than writing
@@ -256,7 +261,8 @@ class RabbitmqBroker(Broker):
             channel = connection.channel()
             if self.confirm_delivery:
                 channel.confirm_delivery()
-        local.channel, local.last_used_s = channel, time.monotonic()
+        local.channel = channel
+        local.last_used_s = time.monotonic()
         return channel
 
     def _drop_thread_connection(self) -> None:
@@ -437,7 +443,8 @@ class RabbitmqBroker(Broker):
         Raises:
           QueueJoinTimeout: When ``timeout`` ms pass first.
         """
-        queue_name, deadline_s = q_name(queue_name), None if timeout is None else time.monotonic() + timeout / 1000
+        queue_name = q_name(queue_name)
+        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
         successes = 0
         while successes < min_successes:
             if deadline_s is not None and time.monotonic() >= deadline_s:

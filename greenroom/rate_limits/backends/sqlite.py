@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ..._settings import DEFAULT_SQLITE_PATH
-from ..._sqlite_local import ExpiringTable
+from ..._sqlite_table import ExpiringTable
 from ...common import current_millis
 from ..backend import Compute, UpdatingBackend
 
@@ -37,17 +38,20 @@ class SQLiteBackend(UpdatingBackend):
         )
 
     def add(self, key: str, value: int, ttl: int) -> bool:
-        now_ms = current_millis()
-        with self._table.write() as conn:
+        def operation(conn: sqlite3.Connection) -> bool:
+            now_ms = current_millis()  # read with the write lock held: waiting must not age it
             if self._table.get(key, now_ms, conn) is not None:
                 return False
             self._table.put(conn, key, value, now_ms, ttl)
             return True
 
+        return self._table.write(operation)
+
     def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
         """In one write transaction: set ``key`` to ``compute(current, others_sum)`` unless it is None."""
-        now_ms = current_millis()
-        with self._table.write() as conn:
+
+        def operation(conn: sqlite3.Connection) -> bool:
+            now_ms = current_millis()  # read with the write lock held: waiting must not age it
             others_sum = 0
             if others:
                 marks = ",".join("?" * len(others))
@@ -61,9 +65,11 @@ class SQLiteBackend(UpdatingBackend):
             self._table.put(conn, key, new_value, now_ms, ttl)
             return True
 
+        return self._table.write(operation)
+
     def wait_notify(self, key: str, ttl: int) -> None:
-        with self._table.write() as conn:
-            self._table.put(conn, key, 1, current_millis(), ttl)
+        now_ms = current_millis()
+        self._table.write(lambda conn: self._table.put(conn, key, 1, now_ms, ttl))
 
     def _is_notified(self, key: str) -> bool:
         return self._table.get(key, current_millis()) is not None

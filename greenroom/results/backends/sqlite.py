@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..._settings import DEFAULT_SQLITE_PATH
-from ..._sqlite_local import ExpiringTable
+from ..._sqlite_table import ExpiringTable
 from ...common import current_millis
 from ..backend import DEFAULT_NAMESPACE, ResultBackend
 from ..result import Missing
@@ -62,8 +62,8 @@ class SQLiteBackend(ResultBackend):
 
     def _store(self, message_key: str, result: Any, ttl: int) -> None:
         data = self._encode(result)
-        with self._table.write() as conn:
-            self._table.put(conn, message_key, data, current_millis(), ttl)
+        now_ms = current_millis()
+        self._table.write(lambda conn: self._table.put(conn, message_key, data, now_ms, ttl))
 
     def close(self) -> None:
         """Close this backend's connections (they reopen on next use)."""

@@ -1,12 +1,14 @@
-"""The SQLite broker's access to its database file: one connection per thread, safe across
-``fork()``, short ``BEGIN IMMEDIATE`` transactions retried while the database is busy, and sqlite3
-errors translated into greenroom's broker errors."""
+"""greenroom's one way to use an SQLite file (the broker, the results and the rate-limit backends).
+
+One connection per thread, rebuilt in a forked child; WAL mode; short ``BEGIN IMMEDIATE``
+transactions retried while the database is busy, neither forked across nor torn by an interrupt;
+and sqlite3 errors translated into greenroom's broker errors in one place."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -14,14 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from .._fork_gate import sqlite_operation
-from .._process_local import ProcessLocal
-from ..errors import BrokerError, ConnectionClosed, ConnectionFailed
+from ._fork_gate import sqlite_operation
+from ._process_local import ProcessLocal
+from .errors import BrokerError, ConnectionClosed, ConnectionFailed
 
-__all__ = ["SCHEMA_VERSION", "Database"]
+__all__ = ["Database", "Schema"]
 
-#: The schema version this module creates and understands (stored in ``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+#: Creates or checks the tables of a database on a connection (run once per process).
+Schema = Callable[[sqlite3.Connection], None]
 #: ``UPDATE … RETURNING`` appeared in SQLite 3.35.
 _MIN_SQLITE_VERSION = (3, 35, 0)
 #: Primary result codes meaning "another connection holds a lock": SQLITE_BUSY and SQLITE_LOCKED.
@@ -78,22 +80,36 @@ class _ProcessConnections:
 
 
 class Database:
-    """The database file of an SQLite broker, as seen from one process.
+    """An SQLite database file, as seen from one process.
 
     Nothing is opened until the first :meth:`read` or :meth:`write`; the schema is created then.
 
     Parameters:
-      path: The database file.
+      path: The database file; ``":memory:"`` is refused (each connection would see another database).
       busy_timeout_ms: How long one statement waits for a lock another connection holds.
       lock_retry_ms: How long an operation is retried, with backoff, while the database stays busy.
       synchronous: The ``PRAGMA synchronous`` level of durable writes; other writes use NORMAL.
       logger: Where busy retries are logged (at DEBUG).
+      schema: Creates or checks the tables, on the first connection of each process.
+      create_directory: Create the file's directory if it is missing.
     """
 
     def __init__(
-        self, path: str, *, busy_timeout_ms: int, lock_retry_ms: int, synchronous: str, logger: logging.Logger
+        self,
+        path: str,
+        *,
+        busy_timeout_ms: int,
+        lock_retry_ms: int,
+        synchronous: str = "NORMAL",
+        logger: logging.Logger,
+        schema: Schema | None = None,
+        create_directory: bool = False,
     ) -> None:
+        if path in ("", ":memory:"):
+            raise ValueError("an in-memory SQLite database cannot be shared between connections; use a file path")
         self.path = path
+        self.schema = schema
+        self.create_directory = create_directory
         self.busy_timeout_ms = busy_timeout_ms
         self.lock_retry_ms = lock_retry_ms
         self.synchronous = synchronous.upper()
@@ -115,8 +131,15 @@ class Database:
 
     def _open(self, state: _ProcessConnections) -> _ThreadConnection:
         if sqlite3.sqlite_version_info < _MIN_SQLITE_VERSION:
-            raise BrokerError(f"the SQLite broker needs SQLite >= 3.35, this Python has {sqlite3.sqlite_version}")
+            raise BrokerError(
+                f"greenroom needs SQLite >= 3.35 (UPDATE … RETURNING), this Python has {sqlite3.sqlite_version}"
+            )
         with _translate_sqlite_errors(self.path):
+            if self.create_directory:
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                except OSError as exc:
+                    raise ConnectionFailed(f"cannot create the directory of {self.path!r}: {exc}") from exc
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout_ms / 1000,
@@ -146,15 +169,9 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         if self._schema_ready:
             return
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise BrokerError(f"{self.path!r} has schema version {version}; this greenroom knows {SCHEMA_VERSION}")
-        if version < SCHEMA_VERSION:
-            # The script is idempotent and runs in one BEGIN IMMEDIATE transaction, so processes
-            # starting together on a new file cannot trip over each other.
-            script = importlib.resources.files(__package__ or "greenroom.brokers").joinpath("_sqlite_schema.sql")
+        if self.schema is not None:
             try:
-                conn.executescript(script.read_text("utf-8"))
+                self.schema(conn)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
