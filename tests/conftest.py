@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,3 +89,12 @@ def in_forked_child(make: Callable[[], str]) -> str:
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A fresh key namespace on the shared Redis; its keys (and only those) are deleted afterwards."""
+    namespace = f"gr-test-{uuid.uuid4().hex[:12]}"
+    _, cleanup = redis_client_for(namespace)
+    yield namespace
+    cleanup()

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from greenroom.broker import Broker
 from greenroom.brokers.redis import RedisBroker
 from greenroom.brokers.sqlite import SQLiteBroker, SQLiteSettings
 from greenroom.testing import wait_for
-from tests.conftest import in_forked_child, redis_client_for
+from tests.conftest import in_forked_child
 
 APP = Path(__file__).with_name("_idle_app.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,14 +53,6 @@ def idle_cpu(*args: object) -> float:
     report = json.loads(result.stdout.splitlines()[-1])
     print(f"idle worker with {QUEUES} queues ({report['consumers']} consumers): {report['cpu']:.1%} of a core")
     return float(report["cpu"])
-
-
-@pytest.fixture
-def redis_namespace() -> Iterator[str]:
-    namespace = f"gr-test-{uuid.uuid4().hex[:12]}"
-    _, cleanup = redis_client_for(namespace)
-    yield namespace
-    cleanup()
 
 
 @pytest.fixture

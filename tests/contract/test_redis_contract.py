@@ -9,17 +9,8 @@ import greenroom
 from greenroom.broker import Broker
 from greenroom.brokers.redis import RedisBroker
 from greenroom.testing.broker_contract import BrokerContract
-from tests.conftest import redis_client_for
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def redis_namespace() -> Iterator[str]:
-    namespace = f"gr-test-{uuid.uuid4().hex[:12]}"
-    _, cleanup = redis_client_for(namespace)
-    yield namespace
-    cleanup()
 
 
 class TestRedisBrokerContract(BrokerContract):
