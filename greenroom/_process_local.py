@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["ProcessLocal", "fork_generation"]
+__all__ = ["ProcessLocal"]
 
 T = TypeVar("T")
 
@@ -29,11 +29,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def fork_generation() -> int:
-    """How many forks separate this process from the one that imported greenroom (0 there)."""
-    return _generation
 
 
 class ProcessLocal(Generic[T]):

@@ -14,6 +14,7 @@ from ..common import current_millis, dq_name, iter_queue, join_queue, q_name
 from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
+from ..threading import interrupts_deferred
 
 __all__ = ["StubBroker"]
 
@@ -53,7 +54,9 @@ class StubBroker(Broker):
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
         self.emit_before("enqueue", message, delay)
-        self.queues[queue_name].put(message.encode())
+        payload = message.encode()
+        with interrupts_deferred():  # a Queue torn by an interrupt would never join again
+            self.queues[queue_name].put(payload)
         self.emit_after("enqueue", message, delay)
         return message
 

@@ -57,14 +57,20 @@ def idle_cpu(*args: object) -> float:
 
 @pytest.fixture
 def workers() -> Iterator[list[Worker]]:
+    """Workers a test started: stopped afterwards, then their brokers closed."""
     started: list[Worker] = []
     yield started
     for worker in started:
         worker.stop(timeout=10_000)
+    for worker in started:
+        worker.broker.close()
 
 
 def idle_worker(broker: Broker, workers: list[Worker], seen: list[Any]) -> None:
-    """Declare QUEUES queues, with an actor recording its argument on each, and start a worker."""
+    """Declare QUEUES queues, with an actor recording its argument on each, and start a worker.
+
+    The ``workers`` fixture stops the worker and closes ``broker`` after the test.
+    """
 
     def record(argument: str) -> None:
         seen.append(argument)
@@ -90,24 +96,18 @@ def test_an_idle_sqlite_worker_with_120_queues_uses_a_small_share_of_a_core(tmp_
 def test_idle_sqlite_consumers_wake_when_another_connection_commits(tmp_path: Path, workers: list[Worker]) -> None:
     broker = SQLiteBroker(tmp_path / "idle.db", middleware=[])
     seen: list[Any] = []
-    try:
-        idle_worker(broker, workers, seen)
-        watcher = broker._change_watcher()
-        wait_for(lambda: watcher.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer looked and found nothing
-        started_s = time.monotonic()
-        with sqlite3.connect(broker.path) as conn:  # a foreign producer: only the commit tells
-            conn.execute(
-                "INSERT INTO greenroom_messages (queue_name, payload) VALUES (?, ?)",
-                ("idle57", raw_message(57, "foreign").encode()),
-            )
-        conn.close()
-        wait_for(lambda: seen == ["foreign"], TIMEOUT_S)
-        assert time.monotonic() - started_s < PROMPTLY_S
-    finally:
-        for worker in workers:
-            worker.stop(timeout=10_000)
-        workers.clear()
-        broker.close()
+    idle_worker(broker, workers, seen)
+    watcher = broker._change_watcher()
+    wait_for(lambda: watcher.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer looked and found nothing
+    started_s = time.monotonic()
+    with sqlite3.connect(broker.path) as conn:  # a foreign producer: only the commit tells
+        conn.execute(
+            "INSERT INTO greenroom_messages (queue_name, payload) VALUES (?, ?)",
+            ("idle57", raw_message(57, "foreign").encode()),
+        )
+    conn.close()
+    wait_for(lambda: seen == ["foreign"], TIMEOUT_S)
+    assert time.monotonic() - started_s < PROMPTLY_S
 
 
 def test_idle_sqlite_consumers_see_rows_handed_back_and_leases_that_lapse(tmp_path: Path) -> None:
@@ -197,25 +197,19 @@ def test_idle_redis_consumers_wake_for_tokens_and_for_pushes_without_one(
 ) -> None:
     broker = RedisBroker(url=REDIS_URL, namespace=redis_namespace, middleware=[])
     seen: list[Any] = []
-    try:
-        idle_worker(broker, workers, seen)
-        waiter = broker._idle_waiter
-        wait_for(lambda: waiter.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer handed its waiting over
+    idle_worker(broker, workers, seen)
+    waiter = broker._idle_waiter
+    wait_for(lambda: waiter.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer handed its waiting over
 
-        started_s = time.monotonic()
-        broker.enqueue(raw_message(57, "token"))  # a greenroom producer pushes a wake-up token
-        wait_for(lambda: seen == ["token"], TIMEOUT_S)
-        assert time.monotonic() - started_s < PROMPTLY_S
+    started_s = time.monotonic()
+    broker.enqueue(raw_message(57, "token"))  # a greenroom producer pushes a wake-up token
+    wait_for(lambda: seen == ["token"], TIMEOUT_S)
+    assert time.monotonic() - started_s < PROMPTLY_S
 
-        wait_for(lambda: waiter.waiting == 2 * QUEUES, TIMEOUT_S)
-        started_s = time.monotonic()
-        message = raw_message(99, "no token")  # as Dramatiq's producer does: no wake-up token
-        broker.client.hset(f"{redis_namespace}:idle99.msgs", message.message_id, message.encode())
-        broker.client.rpush(f"{redis_namespace}:idle99", message.message_id)
-        wait_for(lambda: seen == ["token", "no token"], TIMEOUT_S)
-        assert time.monotonic() - started_s < PROMPTLY_S
-    finally:
-        for worker in workers:
-            worker.stop(timeout=10_000)
-        workers.clear()
-        broker.close()
+    wait_for(lambda: waiter.waiting == 2 * QUEUES, TIMEOUT_S)
+    started_s = time.monotonic()
+    message = raw_message(99, "no token")  # as Dramatiq's producer does: no wake-up token
+    broker.client.hset(f"{redis_namespace}:idle99.msgs", message.message_id, message.encode())
+    broker.client.rpush(f"{redis_namespace}:idle99", message.message_id)
+    wait_for(lambda: seen == ["token", "no token"], TIMEOUT_S)
+    assert time.monotonic() - started_s < PROMPTLY_S

@@ -31,7 +31,7 @@ import pika.exceptions
 import pytest
 
 import greenroom
-from greenroom import ConnectionClosed, Message, QueueJoinTimeout, Worker
+from greenroom import Actor, ConnectionClosed, Message, QueueJoinTimeout, Worker
 from greenroom.brokers._url import broker_from_url
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.common import current_millis
@@ -250,6 +250,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def counting_actor(broker: RabbitmqBroker, queue_name: str) -> tuple[Actor[[int], None], Counter[int]]:
+    """An actor ``record`` on ``queue_name`` and how many times it ran with each argument."""
+    seen: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def record(n: int) -> None:
+        with lock:
+            seen[n] += 1
+
+    return record, seen
 
 
 def test_constructor_opens_no_connection() -> None:
@@ -634,14 +647,7 @@ def test_worker_reconnects_when_connections_drop(
     total = 2000
     producer = make_broker()
     broker = make_broker(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
-    seen: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    @greenroom.actor(broker=broker, queue_name=queue_name)
-    def record(n: int) -> None:
-        with lock:
-            seen[n] += 1
-
+    record, seen = counting_actor(broker, queue_name)
     producer.declare_actor(record)
     for n in range(total):
         producer.enqueue(record.message(n))
@@ -718,14 +724,7 @@ def test_foreign_message_with_an_invalid_broker_priority_is_dead_lettered_alone(
     # delay queue (RabbitMQ priorities are one byte), and must dead-letter it rather than reconnect
     # and receive it again, forever, ahead of everything behind it.
     broker = make_broker()
-    seen: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    @greenroom.actor(broker=broker, queue_name=queue_name)
-    def record(n: int) -> None:
-        with lock:
-            seen[n] += 1
-
+    record, seen = counting_actor(broker, queue_name)
     broker.declare_queue(queue_name, ensure=True)
     poison_ids = []
     for target in (queue_name, f"{queue_name}.DQ"):

@@ -114,14 +114,6 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def trees() -> Iterator[list[Tree]]:
-    started: list[Tree] = []
-    yield started
-    for tree in started:
-        tree.cleanup()
-
-
-@pytest.fixture
 def producer(workdir: Path) -> Iterator[SQLiteBroker]:
     broker = SQLiteBroker(path=workdir / "broker.db", middleware=[])
     broker.declare_queue("default")

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,6 @@ ITERATIONS = 5
 SECOND_SIGNAL_DELAY_S = 0.02
 #: Logged by the main process just before it calls ``execv``.
 REEXEC_STARTS = "Reloading: starting greenroom again."
-
-
-@pytest.fixture
-def trees() -> Iterator[list[Tree]]:
-    started: list[Tree] = []
-    yield started
-    for tree in started:
-        tree.cleanup()
 
 
 def free_port() -> int:

@@ -32,69 +32,63 @@ def test_pure_python_spin_is_interrupted_quickly(stub_broker: StubBroker, stub_w
     assert isinstance(stub_broker.dead_letters[0]._exception, TimeLimitExceeded)
 
 
-def test_run_once_interrupts_only_expired_threads() -> None:
-    middleware = TimeLimit(interval=1000)
-    caught: list[str] = []
-    ready = threading.Event()
-    stop = threading.Event()
+class Victim:
+    """A thread that, once ``go`` is set, runs an actor for message "m1" until interrupted or stopped."""
 
-    def spin() -> None:
-        ready.set()
-        while not stop.is_set():
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.armed = threading.Event()
+        self.stop = threading.Event()
+        self.caught: list[str] = []
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.thread.ident is not None
+        self.ident = self.thread.ident
+
+    def _spin(self) -> None:
+        self.armed.set()
+        while not self.stop.is_set():
             time.sleep(0.001)
 
-    def victim() -> None:
+    def _run(self) -> None:
+        self.go.wait(5)
         try:
-            run_interruptible("m1", spin, (), {})
+            run_interruptible("m1", self._spin, (), {})
         except TimeLimitExceeded:
-            caught.append("yes")
+            self.caught.append("yes")
 
-    thread = threading.Thread(target=victim)
-    thread.start()
-    ready.wait(5)
-    assert thread.ident is not None
-    middleware._deadlines[thread.ident] = (100.0, "m1")
+    def finish(self) -> None:
+        self.thread.join(5)
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_run_once_interrupts_only_expired_threads() -> None:
+    middleware = TimeLimit(interval=1000)
+    victim = Victim()
+    victim.go.set()
+    assert victim.armed.wait(5)
+    middleware._deadlines[victim.ident] = (100.0, "m1")
     assert middleware.run_once(now_s=99.0) <= 1.0
-    assert caught == []
+    assert victim.caught == []
     middleware.run_once(now_s=100.0)
-    thread.join(5)
-    stop.set()
-    assert caught == ["yes"]
+    victim.finish()
+    assert victim.caught == ["yes"]
     assert middleware._deadlines == {}
 
 
 def test_run_once_keeps_a_deadline_until_its_actor_runs() -> None:
     """A deadline that passes while hooks still run before the actor is kept, and fires once it starts."""
     middleware = TimeLimit(interval=1000)
-    caught: list[str] = []
-    go = threading.Event()
-    armed = threading.Event()
-    stop = threading.Event()
-
-    def spin() -> None:
-        armed.set()
-        while not stop.is_set():
-            time.sleep(0.001)
-
-    def victim() -> None:
-        go.wait(5)
-        try:
-            run_interruptible("m1", spin, (), {})
-        except TimeLimitExceeded:
-            caught.append("yes")
-
-    thread = threading.Thread(target=victim)
-    thread.start()
-    assert thread.ident is not None
-    middleware._deadlines[thread.ident] = (100.0, "m1")
+    victim = Victim()
+    middleware._deadlines[victim.ident] = (100.0, "m1")
     middleware.run_once(now_s=100.0)  # not armed yet: nothing is raised, the deadline stays
-    assert middleware._deadlines == {thread.ident: (100.0, "m1")}
-    go.set()
-    assert armed.wait(5)
+    assert middleware._deadlines == {victim.ident: (100.0, "m1")}
+    victim.go.set()
+    assert victim.armed.wait(5)
     middleware.run_once(now_s=100.0)
-    thread.join(5)
-    stop.set()
-    assert caught == ["yes"]
+    victim.finish()
+    assert victim.caught == ["yes"]
     assert middleware._deadlines == {}
 
 
