@@ -11,6 +11,7 @@ import collections
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -74,6 +75,22 @@ def slow_once(n):
         open(marker, "w").close()
         time.sleep(60)
     record(f"done {n} {os.getpid()}")
+
+
+@greenroom.actor(queue_name="follow")
+def follow(n):
+    pass
+
+
+@greenroom.actor(max_retries=0, notify_shutdown=True)
+def chatty(n):
+    # Sends without pause until the shutdown notification lands, most likely inside a send.
+    record(f"chatting {n} {os.getpid()}")
+    try:
+        while True:
+            follow.send(n)
+    except greenroom.middleware.Shutdown:
+        record(f"notified {n} {os.getpid()}")
 
 
 @greenroom.actor(max_retries=0)
@@ -141,6 +158,26 @@ def events(workdir: Path, kind: str) -> collections.Counter[str]:
 
 
 # -- signals --------------------------------------------------------------------------------
+
+
+def test_term_notifies_actors_that_keep_sending_and_leaves_the_database_writable(
+    workdir: Path, trees: list[Tree], producer: SQLiteBroker
+) -> None:
+    tree = start(trees, workdir, "-p", "1", "-t", "4")
+    tree.wait_ready()
+    for n in range(4):
+        send(producer, "chatty", n)
+    wait_for(lambda: len(events(workdir, "chatting")) == 4, timeout_s=30)
+    tree.signal(signal.SIGTERM)
+    assert tree.wait_exit(60) == 0, tree.output()
+    assert sorted(events(workdir, "notified")) == ["0", "1", "2", "3"]
+    # No transaction was left open: another process takes the write lock at once.
+    conn = sqlite3.connect(workdir / "broker.db", timeout=0.5, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
