@@ -10,7 +10,7 @@ from collections import defaultdict
 from queue import PriorityQueue
 from typing import TYPE_CHECKING, Any
 
-from .common import current_millis, iter_queue, q_name
+from .common import Deadline, current_millis, iter_queue, q_name
 from .errors import ActorNotFound, BrokerConnectionError, BrokerError
 from .logging import get_logger
 
@@ -74,7 +74,8 @@ class ConsumerThread(_PausableThread):
         self.queue_name = queue_name
         self.prefetch = prefetch
         self.work_queue = work_queue
-        self.worker_timeout = worker_timeout
+        #: How long (ms) the broker consumer waits for a message before an idle tick.
+        self.timeout_ms = worker_timeout
         self.restart_delay_ms = restart_delay_ms
         self.consumer: Consumer | None = None
         #: Messages with an eta, held until due. Touched by this thread, and by the thread
@@ -101,8 +102,8 @@ class ConsumerThread(_PausableThread):
 
     def _wait_while_paused(self) -> None:
         """Wait one poll interval while paused, letting the broker consumer keep its connection alive."""
-        timeout_s = self.worker_timeout / 1000
-        deadline_s = time.monotonic() + timeout_s
+        deadline = Deadline.after_ms(self.timeout_ms)
+        timeout_s = self.timeout_ms / 1000
         if self.consumer is not None:
             try:
                 # Without this, a broker that drops silent connections (RabbitMQ's heartbeats) would
@@ -111,7 +112,7 @@ class ConsumerThread(_PausableThread):
             except Exception:
                 self.logger.warning("The paused consumer lost its connection; reconnecting on resume.", exc_info=True)
                 self.close()
-        self._stop_event.wait(max(0.0, deadline_s - time.monotonic()))
+        self._stop_event.wait(deadline.remaining_s())
 
     def _reset(self) -> None:
         """Hand back delayed messages, drop the broker consumer, and wait before reconnecting."""
@@ -124,7 +125,7 @@ class ConsumerThread(_PausableThread):
 
     def _consume(self) -> None:
         if self.consumer is None:
-            self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.worker_timeout)
+            self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.timeout_ms)
         for message in self.consumer:
             if message is not None:
                 self._handle_safely(message)
@@ -135,7 +136,7 @@ class ConsumerThread(_PausableThread):
         self._close_consumer()
 
     def _handle_safely(self, message: MessageProxy) -> None:
-        message._delivered_by = self.consumer
+        message.delivered_by = self.consumer
         try:
             self.handle_message(message)
         except Exception as exc:
@@ -184,7 +185,7 @@ class ConsumerThread(_PausableThread):
             item = self.delay_queue.get_nowait()
             message = item[2]
             try:
-                moved = message._message.copy(queue_name=q_name(message.queue_name))
+                moved = message.message.copy(queue_name=q_name(message.queue_name))
                 del moved.options["eta"]
                 self.broker.enqueue(moved)
                 self.post_process_message(message)
@@ -214,7 +215,7 @@ class ConsumerThread(_PausableThread):
             attempts += 1
             try:
                 self.broker.emit_before(signal, message)
-                consumer = message._delivered_by or self.consumer
+                consumer = message.delivered_by or self.consumer
                 if consumer is None:
                     raise BrokerConnectionError("the consumer is reconnecting")
                 if message.failed:
@@ -250,7 +251,7 @@ class ConsumerThread(_PausableThread):
         """Hand unprocessed messages back to the broker, each through the consumer that delivered it."""
         by_consumer: defaultdict[Consumer, list[MessageProxy]] = defaultdict(list)
         for message in messages:
-            consumer = message._delivered_by or self.consumer
+            consumer = message.delivered_by or self.consumer
             if consumer is not None:  # else the broker consumer was lost: the broker redelivers it
                 by_consumer[consumer].append(message)
         for consumer, batch in by_consumer.items():

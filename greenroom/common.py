@@ -16,6 +16,7 @@ from ._settings import getenv_int  # kept here for existing callers; _settings o
 from .errors import QueueJoinTimeout
 
 __all__ = [
+    "Deadline",
     "compute_backoff",
     "current_millis",
     "dead_letter_reason",
@@ -57,6 +58,46 @@ def compute_backoff(
     else:
         backoff = int(min(base, max_backoff))
     return attempts + 1, backoff
+
+
+class Deadline:
+    """A point on the monotonic clock that a bounded wait must not pass; ``None`` means no bound.
+
+    Timeouts are given in the unit their name says (``after_ms``, ``after_s``); what is left is
+    always read in seconds, the unit of ``time`` and ``threading`` waits.
+    """
+
+    __slots__ = ("at_s",)
+
+    def __init__(self, at_s: float | None) -> None:
+        #: The ``time.monotonic()`` reading at which the deadline passes, or ``None`` for never.
+        self.at_s = at_s
+
+    @classmethod
+    def after_s(cls, timeout_s: float | None) -> Deadline:
+        """The deadline ``timeout_s`` seconds from now (never, for ``None``)."""
+        return cls(None if timeout_s is None else time.monotonic() + timeout_s)
+
+    @classmethod
+    def after_ms(cls, timeout_ms: float | None) -> Deadline:
+        """The deadline ``timeout_ms`` milliseconds from now (never, for ``None``)."""
+        return cls.after_s(None if timeout_ms is None else timeout_ms / 1000)
+
+    def remaining_s(self) -> float | None:
+        """Seconds left, never below zero; ``None`` when unbounded."""
+        if self.at_s is None:
+            return None
+        return max(0.0, self.at_s - time.monotonic())
+
+    def left_s(self, cap_s: float) -> float:
+        """Seconds left, at most ``cap_s`` (a wait that must wake up now and then); never below zero."""
+        if self.at_s is None:
+            return cap_s
+        return max(0.0, min(cap_s, self.at_s - time.monotonic()))
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return self.at_s is not None and time.monotonic() >= self.at_s
 
 
 def current_millis() -> int:
@@ -142,18 +183,16 @@ def join_queue(queue: Queue[Any], timeout_s: float | None = None) -> None:
             raise QueueJoinTimeout("timed out waiting for queue to be joined")
         return
     # Queue.join has no timeout; wait on its condition directly instead of leaking a helper thread.
-    deadline = time.monotonic() + timeout_s
+    deadline = Deadline.after_s(timeout_s)
     with queue.all_tasks_done:
         while queue.unfinished_tasks:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
+            if deadline.expired():
                 raise QueueJoinTimeout("timed out waiting for queue to be joined")
-            queue.all_tasks_done.wait(remaining_s)
+            queue.all_tasks_done.wait(deadline.remaining_s())
 
 
 def join_all(joinables: Iterable[Any], timeout_ms: int | None) -> None:
     """Join threads or processes with one shared deadline of ``timeout_ms`` milliseconds."""
-    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    deadline = Deadline.after_ms(timeout_ms)
     for obj in joinables:
-        remaining_s = None if deadline is None else max(0.0, deadline - time.monotonic())
-        obj.join(timeout=remaining_s)
+        obj.join(timeout=deadline.remaining_s())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from queue import Empty, PriorityQueue
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from ._consumer_thread import (
     _WorkItem,
 )
 from ._options import NO_OPTIONS, resolve_option
-from .common import is_expected, iter_queue, join_all, join_queue, q_name
+from .common import Deadline, is_expected, iter_queue, join_all, join_queue, q_name
 from .errors import (
     QueueJoinTimeout,
     RateLimitExceeded,
@@ -116,10 +115,10 @@ class Worker:
         """
         for child in self._threads():
             child.pause()
-        deadline_s = time.monotonic() + timeout_s
+        deadline = Deadline.after_s(timeout_s)
         for child in self._threads():
             while child.is_alive() and not child.paused_event.wait(0.05):
-                if time.monotonic() >= deadline_s:
+                if deadline.expired():
                     raise TimeoutError(f"{child.name} did not pause in time")
 
     def resume(self) -> None:
@@ -144,7 +143,7 @@ class Worker:
         with self._lock:
             self._started = False
             consumers = list(self.consumers.values())
-        deadline_s = time.monotonic() + timeout / 1000
+        deadline = Deadline.after_ms(timeout)
 
         # Worker threads stop first: each finishes only the message it is running and takes no new
         # one. Consumer threads keep running meanwhile, because some brokers (RabbitMQ) only
@@ -152,12 +151,12 @@ class Worker:
         # still receive waits in memory and is handed back below.
         for worker in self.workers:
             worker.stop()
-        join_all(self.workers, timeout_ms=_remaining_ms(deadline_s))
+        join_all(self.workers, timeout_ms=_remaining_ms(deadline))
         for consumer in consumers:
             consumer.stop()
         # Consumer threads leave within one poll; they get that long even when the running tasks
         # used up the budget, so none is still fetching when the messages are handed back.
-        join_all(consumers, timeout_ms=max(_remaining_ms(deadline_s), self.worker_timeout + 1000))
+        join_all(consumers, timeout_ms=max(_remaining_ms(deadline), self.worker_timeout + 1000))
 
         by_consumer: defaultdict[ConsumerThread, list[MessageProxy]] = defaultdict(list)
         for _, _, message, _, consumer in iter_queue(self.work_queue):
@@ -176,7 +175,7 @@ class Worker:
 
         Only in-memory work is considered: pair it with ``broker.join(queue)``.
         """
-        deadline_s = time.monotonic() + timeout_s
+        deadline = Deadline.after_s(timeout_s)
         try:
             # While one queue is joined, work can arrive in another (a retry parked in a delay
             # queue, a due message fetched into the work queue): repeat until all are idle at once.
@@ -184,15 +183,15 @@ class Worker:
                 queues: list[PriorityQueue[Any]] = [c.delay_queue for c in list(self.consumers.values())]
                 queues.append(self.work_queue)
                 for queue in queues:
-                    join_queue(queue, timeout_s=max(0.0, deadline_s - time.monotonic()))
+                    join_queue(queue, timeout_s=deadline.remaining_s())
                 if all(queue.unfinished_tasks == 0 for queue in queues):
                     return
         except QueueJoinTimeout as exc:
             raise TimeoutError("worker did not become idle in time") from exc
 
 
-def _remaining_ms(deadline_s: float) -> int:
-    return max(0, int((deadline_s - time.monotonic()) * 1000))
+def _remaining_ms(deadline: Deadline) -> int:
+    return int((deadline.remaining_s() or 0.0) * 1000)
 
 
 class WorkerThread(_PausableThread):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from queue import Empty, Queue
 from typing import Any
 
 from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import current_millis, dq_name, iter_queue, join_queue, q_name
+from ..common import Deadline, dq_name, iter_queue, join_queue, q_name
 from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
@@ -46,19 +45,10 @@ class StubBroker(Broker):
         if is_delay_queue:
             self.delay_queues.add(queue_name)
 
-    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        queue_name = message.queue_name
-        if delay is not None:
-            queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
-        if queue_name not in self.queues:
-            raise QueueNotFound(queue_name)
-        self.emit_before("enqueue", message, delay)
-        payload = message.encode()
+    def _publish(self, message: Message[Any], payload: bytes) -> None:
+        """Put the payload on its queue's in-memory ``Queue``."""
         with interrupts_deferred():  # a Queue torn by an interrupt would never join again
-            self.queues[queue_name].put(payload)
-        self.emit_after("enqueue", message, delay)
-        return message
+            self.queues[message.queue_name].put(payload)
 
     def put_raw(self, queue_name: str, payload: bytes) -> None:
         """Put a raw payload on a queue, as a producer in another language would (a test helper)."""
@@ -83,6 +73,10 @@ class StubBroker(Broker):
         for dead_letters in self.dead_letters_by_queue.values():
             dead_letters.clear()
 
+    def queue_is_empty(self, queue_name: str) -> bool:
+        """Whether every message put on the queue and its delay queue was acknowledged or dead-lettered."""
+        return not any(self.queues[name].unfinished_tasks for name in (queue_name, dq_name(queue_name)))
+
     def join(self, queue_name: str, *, timeout: int | None = None, fail_fast: bool | None = None) -> None:
         """Wait until every message of a queue and its delay queue was acknowledged or dead-lettered.
 
@@ -93,19 +87,21 @@ class StubBroker(Broker):
         """
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
-        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
-        queues = [self.queues[queue_name], self.queues[dq_name(queue_name)]]
         # Until both are done at once: a message moved between them must not slip through.
-        while any(queue.unfinished_tasks for queue in queues):
-            for queue in queues:
-                try:
-                    join_queue(queue, None if deadline_s is None else deadline_s - time.monotonic())
-                except QueueJoinTimeout:
-                    raise QueueJoinTimeout(queue_name) from None
+        self._join(queue_name, timeout_ms=timeout, wait=lambda wait_s: self._wait_for_acks(queue_name, wait_s))
 
         if fail_fast if fail_fast is not None else self.fail_fast_default:
             for message in self.dead_letters_by_queue[queue_name]:
-                raise (message._exception or Exception("Message failed with unknown error")) from None
+                raise (message.exception or Exception("Message failed with unknown error")) from None
+
+    def _wait_for_acks(self, queue_name: str, wait_s: float) -> None:
+        """Wait up to ``wait_s`` for the queue, then its delay queue, to have every message settled."""
+        deadline = Deadline.after_s(wait_s)
+        for name in (queue_name, dq_name(queue_name)):
+            try:
+                join_queue(self.queues[name], deadline.remaining_s())
+            except QueueJoinTimeout:
+                return
 
 
 class _StubMessageProxy(MessageProxy):
@@ -134,11 +130,7 @@ class _StubConsumer(Consumer):
             self.prefetch.release()
             return None
         try:
-            message = decode_message(payload)
-            if message.queue_name != self.queue_name:
-                raise DecodeError(
-                    f"message names queue {message.queue_name!r} but was found on {self.queue_name!r}", payload, None
-                )
+            message = decode_message(payload, arrived_on=self.queue_name)
             return _StubMessageProxy(message)
         except DecodeError as exc:
             self._dead_letter_payload(payload, exc)
@@ -173,7 +165,7 @@ class _StubConsumer(Consumer):
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         for message in messages:
-            self.queue.put(message._message.encode())
+            self.queue.put(message.message.encode())
             self.queue.task_done()
             self.prefetch.release()
 

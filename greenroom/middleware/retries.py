@@ -101,4 +101,4 @@ class Retries(Middleware):
             _, delay = compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)
 
         self.logger.info("Retrying message %r in %d milliseconds.", message.message_id, delay)
-        enqueue_or_fail(broker, message, message._message.copy(), delay, self.logger, "the retry")
+        enqueue_or_fail(broker, message, message.message.copy(), delay, self.logger, "the retry")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._globals import get_encoder
 from .._types import MessageLike
-from ..common import compute_backoff, q_name
+from ..common import Deadline, compute_backoff, q_name
 from .errors import ResultMissing, ResultTimeout
 from .result import Missing, unwrap_result, wrap_exception, wrap_result
 
@@ -133,16 +133,15 @@ class ResultBackend(abc.ABC):
         The default polls :meth:`_get` with jittered exponential backoff, never sleeping past the
         deadline, and checks one last time at the deadline.
         """
-        deadline_s = time.monotonic() + timeout_ms / 1000
+        deadline = Deadline.after_ms(timeout_ms)
         attempts = 0
         while True:
             value = self._get(message_key)
             if value is not Missing:
                 return value
-            remaining_s = deadline_s - time.monotonic()
-            if remaining_s <= 0:
+            if deadline.expired():
                 return Missing
             attempts, backoff_ms = compute_backoff(
                 attempts, factor=self.poll_min_backoff_ms, max_backoff=self.poll_max_backoff_ms
             )
-            time.sleep(min(backoff_ms / 1000, remaining_s))
+            time.sleep(deadline.left_s(backoff_ms / 1000))

@@ -75,5 +75,5 @@ class Results(Middleware):
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         store_results, result_ttl = self._lookup_options(broker, message)
         if store_results and message.failed:
-            exception = message._exception or Exception("unknown")
+            exception = message.exception or Exception("unknown")
             self.backend.store_exception(message, exception, result_ttl)

@@ -97,7 +97,7 @@ def test_idle_sqlite_consumers_wake_when_another_connection_commits(tmp_path: Pa
     broker = SQLiteBroker(tmp_path / "idle.db", middleware=[])
     seen: list[Any] = []
     idle_worker(broker, workers, seen)
-    watcher = broker._change_watcher()
+    watcher = broker._process.get().watcher
     wait_for(lambda: watcher.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer looked and found nothing
     started_s = time.monotonic()
     with sqlite3.connect(broker.path) as conn:  # a foreign producer: only the commit tells
@@ -126,7 +126,7 @@ def test_idle_sqlite_consumers_see_rows_handed_back_and_leases_that_lapse(tmp_pa
         assert second is not None
         consumer = idler.consume("idle0", timeout=100)
         assert next(consumer) is None
-        wait_for(lambda: idler._change_watcher().waiting == 1, TIMEOUT_S)
+        wait_for(lambda: idler._process.get().watcher.waiting == 1, TIMEOUT_S)
 
         def next_message() -> Any:
             deadline_s = time.monotonic() + TIMEOUT_S
@@ -198,7 +198,7 @@ def test_idle_redis_consumers_wake_for_tokens_and_for_pushes_without_one(
     broker = RedisBroker(url=REDIS_URL, namespace=redis_namespace, middleware=[])
     seen: list[Any] = []
     idle_worker(broker, workers, seen)
-    waiter = broker._idle_waiter
+    waiter = broker._storage().idle_waiter
     wait_for(lambda: waiter.waiting == 2 * QUEUES, TIMEOUT_S)  # every consumer handed its waiting over
 
     started_s = time.monotonic()

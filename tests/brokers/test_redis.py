@@ -565,10 +565,12 @@ def test_a_beat_after_a_gap_recovers_nothing_and_the_next_one_does(
 ) -> None:
     """After a Redis outage every worker's last beat is old: the first beat must not judge live ones dead."""
     judge = a_silent_holder_and_a_judge(client, namespace, brokers, 2000)
-    judge._last_beat_s = time.monotonic() - 100  # the judge, too, could not beat for a while
+    judge._process.get().heartbeat._last_beat_s = time.monotonic() - 100  # the judge, too, could not beat for a while
     assert judge.beat() == 0
     assert client.llen(f"{namespace}:default") == 0  # still held
-    judge._last_beat_s = time.monotonic() - 1.2  # a heartbeat thread slowed (GIL, gevent), not an outage
+    judge._process.get().heartbeat._last_beat_s = (
+        time.monotonic() - 1.2
+    )  # a heartbeat thread slowed (GIL, gevent), not an outage
     assert judge.beat() == 1  # and the holder is still silent: it is dead
     assert client.lrange(f"{namespace}:default", 0, -1) == [b"held-1"]
 
@@ -584,12 +586,14 @@ def test_a_requeue_that_fails_releases_the_consumer_and_hands_back_later(private
     with pytest.raises(ConnectionClosed):
         consumer.requeue(held)
     consumer.close()
-    assert "default" not in broker._consumed  # no longer a consumer, though its messages wait to go back
+    assert (
+        "default" not in broker._process.get().heartbeat.consumed
+    )  # no longer a consumer, though its messages wait to go back
     private_redis.start()
     probe = redis.Redis(port=private_redis.port)
     try:
         wait_for(lambda: probe.llen("default") == 3, TIMEOUT_S)  # handed back by the heartbeat thread
-        wait_for(lambda: broker._heartbeat_thread is None, TIMEOUT_S)  # which then stops
+        wait_for(lambda: broker._process.get().heartbeat.thread is None, TIMEOUT_S)  # which then stops
     finally:
         probe.close()
         broker.close()
@@ -599,5 +603,7 @@ def test_a_tiny_heartbeat_timeout_still_recovers_at_the_beat_cadence(
     client: redis.Redis, namespace: str, brokers: list[RedisBroker]
 ) -> None:
     judge = a_silent_holder_and_a_judge(client, namespace, brokers, 100)  # beats every 50 ms
-    judge._last_beat_s = time.monotonic() - 0.07  # the previous beat, one interval and a little ago
+    judge._process.get().heartbeat._last_beat_s = (
+        time.monotonic() - 0.07
+    )  # the previous beat, one interval and a little ago
     assert judge.beat() == 1

@@ -118,7 +118,7 @@ def broker() -> Iterator[RedisBroker]:
 def test_a_reply_later_than_the_budget_is_still_read(broker: RedisBroker) -> None:
     key = f"{broker.namespace}:empty"
     started = time.monotonic()
-    assert broker._round_trip([("BLPOP", key, 0.3)], poll=True) == [None]
+    assert broker._storage().round_trip([("BLPOP", key, 0.3)], poll=broker.reply_wait) == [None]
     assert time.monotonic() - started >= 0.25
     assert broker.reply_wait._misses == 1
 
@@ -132,7 +132,7 @@ def test_a_producer_connection_cut_before_its_reply_is_sent_again(broker: RedisB
     noop.send()
     killer = redis.Redis.from_url(REDIS_URL)
     try:
-        killer.client_kill_filter(_id=broker._execute("CLIENT", "ID"))
+        killer.client_kill_filter(_id=broker._storage().execute("CLIENT", "ID"))
         noop.send()  # the poll meets a closed socket: the send is retried on a new connection
     finally:
         killer.close()

@@ -176,7 +176,7 @@ def test_long_task_keeps_its_lease(harness: Harness) -> None:
 
     def lease_until() -> int:
         query = "SELECT COALESCE(MAX(lease_until_ms), 0) FROM greenroom_messages"
-        return int(broker._db.read(lambda conn: conn.execute(query).fetchone()[0]))
+        return int(broker._storage.db.read(lambda conn: conn.execute(query).fetchone()[0]))
 
     wait_for(lambda: runs, TIMEOUT_S)
     first_lease_until = lease_until()
@@ -193,7 +193,7 @@ def test_dead_letters_are_purged_after_their_ttl(harness: Harness) -> None:
     message = next(consumer)
     assert message is not None
     consumer.nack(message)
-    keeper = broker._lease_keeper()
+    keeper = broker._process.get().keeper
     now_ms = current_millis()
     keeper.run_once(now_ms + 30_000)
     assert broker.get_queue_counts("q").dead == 1

@@ -118,7 +118,7 @@ class _RabbitmqConsumer(Consumer):
         while self._deliveries:
             tag, redelivered, body = self._deliveries.popleft()
             try:
-                message = decode_message(body)
+                message = decode_message(body, arrived_on=self.queue_name)
             except DecodeError as exc:
                 self._reject_poison(tag, redelivered, body, exc)
                 continue

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from ...common import Deadline
 from ..backend import ResultBackend
 from ..result import Missing
 
@@ -61,14 +62,13 @@ class StubBackend(ResultBackend):
 
     def _get_blocking(self, message_key: str, timeout_ms: int) -> Any:
         # In-process: wait on the store's condition instead of polling.
-        deadline_s = time.monotonic() + timeout_ms / 1000
+        deadline = Deadline.after_ms(timeout_ms)
         with self._lock:
             while True:
                 value = self._get_locked(message_key)
-                remaining_s = deadline_s - time.monotonic()
-                if value is not Missing or remaining_s <= 0:
+                if value is not Missing or deadline.expired():
                     return value
-                self._lock.wait(remaining_s)
+                self._lock.wait(deadline.remaining_s())
 
     def flush(self) -> None:
         """Forget every stored result (a test helper)."""

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import BrokerError
+from ..._background import BackgroundThread
+from ...errors import BrokerError
 
 __all__ = ["IDLE_POLL_S", "IdleWaiter", "Sleeper"]
 
@@ -60,8 +61,8 @@ class IdleWaiter:
     first subscription, and it sleeps, sending nothing, while every consumer is busy.
 
     Parameters:
-      round_trip: The broker's ``_round_trip``: ``round_trip(commands, retry=, script=, using=)``.
-      script_sha: The SHA1 of a packaged script, by name (the broker's ``_script(name)[0]``).
+      round_trip: :meth:`RedisStorage.round_trip`: ``round_trip(commands, retry=, script=, using=)``.
+      script_sha: The SHA1 of a packaged script, by name (:meth:`LuaScripts.sha`).
       new_connection: A new connection with the settings of the broker's pool.
       interrupt_key: This waiter's interrupt list (unique to the broker and process).
       logger: Where lost connections are reported.
@@ -88,8 +89,7 @@ class IdleWaiter:
         self._listening: frozenset[str] | None = None
         #: A token is on its way to the interrupt list: later subscribers need not push another.
         self._interrupting = False
-        self._thread: threading.Thread | None = None
-        self._stop_event = threading.Event()
+        self._runner = BackgroundThread(self._run, "greenroom-redis-idle")
 
     @property
     def waiting(self) -> int:
@@ -104,8 +104,7 @@ class IdleWaiter:
         """
         with self._condition:
             self._sleepers[sleeper] = None
-            if self._thread is None or not self._thread.is_alive():
-                self._start()
+            self._runner.ensure_running()
             self._condition.notify()
             # The BLPOP in flight does not name this list: the waiter must send another (once).
             listening = self._listening
@@ -128,8 +127,7 @@ class IdleWaiter:
     def stop(self) -> None:
         """Stop the thread (the next subscription starts it again)."""
         with self._condition:
-            thread, self._thread = self._thread, None
-            self._stop_event.set()
+            thread = self._runner.stop()
             blocked = self._listening is not None
             self._condition.notify_all()
         if thread is None or thread is threading.current_thread():
@@ -146,14 +144,6 @@ class IdleWaiter:
         """Make the BLPOP in flight return, on the calling thread's connection."""
         key = self._interrupt_key
         self._round_trip([("RPUSH", key, "1"), ("PEXPIRE", key, _INTERRUPT_TTL_MS)], retry=False)
-
-    def _start(self) -> None:
-        """Start a thread (under _condition); a stopped one still finishing ends on its own event."""
-        self._stop_event = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop_event,), name="greenroom-redis-idle", daemon=True
-        )
-        self._thread.start()
 
     def _run(self, stop_event: threading.Event) -> None:
         conn = self._new_connection()

@@ -23,8 +23,9 @@ import threading
 import time
 from typing import Protocol
 
-from .._sqlite import Database
-from ..common import current_millis
+from ..._background import BackgroundThread, join_unless_current
+from ..._sqlite import Database
+from ...common import current_millis
 
 __all__ = ["ChangeWatcher", "Subscriber"]
 
@@ -110,14 +111,13 @@ class ChangeWatcher:
     def __init__(self, db: Database, logger: logging.Logger) -> None:
         self._db = db
         self._logger = logger
-        #: Guards _generation, _subscribers, _thread and _stop_event; taken by consumer threads,
-        #: the watcher's thread and whoever closes the broker.
+        #: Guards _generation, _subscribers and _runner; taken by consumer threads, the watcher's
+        #: thread and whoever closes the broker.
         self._condition = threading.Condition(threading.Lock())
         self._generation = 0
         self._subscribers: set[Subscriber] = set()
-        self._thread: threading.Thread | None = None
-        #: Set to end the current thread; it also cuts its sleep between two reads short.
-        self._stop_event = threading.Event()
+        #: Its stop event also cuts the thread's sleep between two reads short.
+        self._runner = BackgroundThread(self._run, "greenroom-sqlite-watcher")
 
     @property
     def generation(self) -> int:
@@ -139,8 +139,7 @@ class ChangeWatcher:
             nudge_now = subscriber not in self._subscribers and seen_generation != self._generation
             if not nudge_now:
                 self._subscribers.add(subscriber)
-                if self._thread is None or not self._thread.is_alive():
-                    self._start()
+                self._runner.ensure_running()
                 self._condition.notify()
         if nudge_now:
             subscriber.nudge()
@@ -153,19 +152,9 @@ class ChangeWatcher:
     def stop(self) -> None:
         """Stop the thread; the next subscription starts it again."""
         with self._condition:
-            thread, self._thread = self._thread, None
-            self._stop_event.set()
+            thread = self._runner.stop()
             self._condition.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-
-    def _start(self) -> None:
-        """Start a thread (under _condition); a stopped one still finishing ends on its own event."""
-        self._stop_event = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop_event,), name="greenroom-sqlite-watcher", daemon=True
-        )
-        self._thread.start()
+        join_unless_current(thread, 10)
 
     def _run(self, stop_event: threading.Event) -> None:
         cursor = _Cursor()

@@ -1,4 +1,4 @@
-"""The SQLite broker's tables: created from ``_sqlite_schema.sql`` and versioned with ``PRAGMA user_version``."""
+"""The SQLite broker's tables: created from ``_schema.sql`` and versioned with ``PRAGMA user_version``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib.resources
 import sqlite3
 from collections.abc import Callable
 
-from ..errors import BrokerError
+from ...errors import BrokerError
 
 __all__ = ["SCHEMA_VERSION", "broker_schema"]
 
@@ -24,7 +24,7 @@ def broker_schema(path: str) -> Callable[[sqlite3.Connection], None]:
         if version < SCHEMA_VERSION:
             # The script is idempotent and runs in one BEGIN IMMEDIATE transaction, so processes
             # starting together on a new file cannot trip over each other.
-            script = importlib.resources.files(__package__ or "greenroom.brokers").joinpath("_sqlite_schema.sql")
+            script = importlib.resources.files(__package__ or "greenroom.brokers.sqlite").joinpath("_schema.sql")
             conn.executescript(script.read_text("utf-8"))
 
     return install

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
-from .. import _settings
-from ..broker import Consumer, MessageProxy, decode_message
-from ..common import dead_letter_reason
-from ..errors import BrokerError, DecodeError
-from ..message import Message, generate_unique_id
-from ._redis_idle import IDLE_POLL_S
-from ._redis_port import RedisBrokerPort, fetch_keys
+from ... import _settings
+from ...broker import Consumer, MessageProxy, decode_message
+from ...common import Deadline, dead_letter_reason
+from ...errors import BrokerError, DecodeError
+from ...message import Message
+from ._heartbeat import Heartbeat
+from ._idle import IDLE_POLL_S
+from ._storage import RedisStorage
 
-__all__ = ["DEFAULT_MAX_FETCH", "Command", "max_fetch"]
+__all__ = ["DEFAULT_MAX_FETCH", "RedisConsumer", "max_fetch"]
 
 #: Most ids one fetch script call moves when ``greenroom_lua_max_stack`` sets no smaller Lua stack.
 DEFAULT_MAX_FETCH = 1000
@@ -26,8 +27,6 @@ _DEFAULT_LUA_MAX_STACK = 2000
 #: Until then it blocks on its own wake-up list (up to IDLE_POLL_S a round), as quick as it gets
 #: for a queue with steady traffic; the waiter adds a thread hand-off and a round trip.
 _OWN_ROUNDS = 10
-
-Command = tuple[Any, ...]  # one Redis command: its name and arguments
 
 
 def max_fetch() -> int:
@@ -42,44 +41,55 @@ def max_fetch() -> int:
 class _RedisMessageProxy(MessageProxy):
     """A proxy that knows its Redis id and hands its message back if it is dropped unsettled."""
 
-    def __init__(self, message: Message[Any], redis_id: bytes, orphans: deque[tuple[str, bytes]]) -> None:
+    def __init__(self, message: Message[Any], redis_id: bytes, storage: RedisStorage, source: str) -> None:
         super().__init__(message)
         self.redis_id = redis_id
-        self._settled = False
-        self._orphans = orphans
-        self._source = message.queue_name
+        #: Acked, dead-lettered or handed back: nothing is left to do when the proxy is dropped.
+        self.settled = False
+        #: The queue the message was fetched from (its ``queue_name`` may name another).
+        self.source = source
+        self._storage = storage
 
     def __del__(self) -> None:
         # Dropped unsettled (e.g. delayed messages a reconnecting consumer thread forgets): hand it back.
-        if not self._settled:
-            self._orphans.append((self._source, self.redis_id))
+        if not self.settled:
+            self._storage.hand_back_later(self.source, (self.redis_id,))
 
 
-_Waiter = list[Any]  # [op, done, error] of one settle call waiting in a group commit
+_Waiter = list[Any]  # [SettleOp, done, error] of one settle call waiting in a group commit
 
 
-class _RedisConsumer(Consumer):
+class RedisConsumer(Consumer):
     """Fetches batches into a local cache; acks of concurrent worker threads share round trips.
+
+    It talks to Redis through the process's :class:`RedisStorage`, and is counted by its
+    :class:`Heartbeat` from construction until it is closed and its messages are settled.
 
     Settling is a group commit: an ack made while another settle call is in flight joins the next
     call, and ``ack`` returns only once its message is settled in Redis."""
 
-    def __init__(self, broker: RedisBrokerPort, queue_name: str, prefetch: int, timeout_ms: int) -> None:
-        self.broker = broker
-        self.logger = broker.logger
+    def __init__(
+        self,
+        storage: RedisStorage,
+        heartbeat: Heartbeat,
+        queue_name: str,
+        prefetch: int,
+        timeout_ms: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.storage = storage
+        self.heartbeat = heartbeat
+        self.logger = logger
         self.queue_name = queue_name
         self.prefetch = prefetch
         self.timeout_s = timeout_ms / 1000
         #: Most ids one fetch moves (read from the environment once, when the consumer is built).
         self._max_fetch = max_fetch()
-        keys = broker._queue_keys(queue_name)
-        broker._consumer_opened(queue_name)  # heartbeats now cover this queue
-        with broker._lock:
-            self._fetch_lock = broker._fetch_locks.setdefault(queue_name, threading.Lock())
+        keys = storage.keys.queue(queue_name)
+        heartbeat.consumer_opened(queue_name)  # heartbeats now cover this queue
         #: Its queue's list and wake-up list, for the broker's IdleWaiter.
-        self.queue_key = keys[0]
-        self.wake_key = keys[3]
-        self._fetch_keys = fetch_keys(broker, queue_name)
+        self.queue_key = keys.messages
+        self.wake_key = keys.wake
         #: Fetches in a row that came back empty. After _OWN_ROUNDS of them the consumer stops
         #: blocking on its wake-up list itself and leaves that to the broker's IdleWaiter, which
         #: sets _nudged when there may be messages.
@@ -96,7 +106,7 @@ class _RedisConsumer(Consumer):
         self._released = False
 
     def __next__(self) -> MessageProxy | None:
-        deadline_s = time.monotonic() + self.timeout_s
+        deadline = Deadline.after_s(self.timeout_s)
         wait_s = 0.0
         while True:
             while self._cache:
@@ -107,7 +117,7 @@ class _RedisConsumer(Consumer):
                 room = self.prefetch - len(self._handed)
                 if room <= 0:
                     # Full: wait for an ack to free a slot rather than polling Redis.
-                    self._cond.wait(max(0.0, deadline_s - time.monotonic()))
+                    self._cond.wait(deadline.remaining_s())
                     if self.prefetch - len(self._handed) <= 0:
                         return None
                     continue
@@ -118,7 +128,7 @@ class _RedisConsumer(Consumer):
                     wait_s = 0.0
                     continue
                 self._empty_rounds += 1
-            remaining_s = deadline_s - time.monotonic()
+            remaining_s = deadline.left_s(self.timeout_s)
             if remaining_s <= 0.001:
                 return None
             if self._empty_rounds < _OWN_ROUNDS:
@@ -130,7 +140,7 @@ class _RedisConsumer(Consumer):
             # token, or when its periodic look finds messages. Subscribing again each time is
             # cheap, and restarts the waiter's thread should it have died.
             wait_s = 0.0
-            self.broker._idle_waiter.subscribe(self)
+            self.storage.idle_waiter.subscribe(self)
             self._nudged.wait(remaining_s)
 
     def nudge(self) -> None:
@@ -138,17 +148,7 @@ class _RedisConsumer(Consumer):
         self._nudged.set()
 
     def _fetch(self, count: int, wait_s: float) -> int:
-        broker = self.broker
-        with self._fetch_lock:
-            # A fetch whose reply was lost is repeated with its token by the next fetch (see fetch.lua).
-            token = broker._fetch_tokens.setdefault(self.queue_name, generate_unique_id())
-            keys = self._fetch_keys
-            args = (count, broker.broker_id, self.queue_name, token)
-            commands: list[Command] = [("EVALSHA", broker._script("fetch")[0], len(keys), *keys, *args)]
-            if wait_s:  # BLPOP then fetch in one round trip: Redis runs the fetch as soon as BLPOP returns
-                commands.insert(0, ("BLPOP", self.wake_key, f"{wait_s:.3f}"))
-            reply = broker._round_trip(commands, retry=False, script="fetch")[-1]
-            broker._fetch_tokens.pop(self.queue_name, None)
+        reply = self.storage.fetch(self.queue_name, count, wait_s)
         self._cache.extend(zip(reply[::2], reply[1::2], strict=True))
         return len(reply)
 
@@ -157,19 +157,16 @@ class _RedisConsumer(Consumer):
             self.logger.error("Message %s on %r had no payload; it was dead-lettered.", redis_id, self.queue_name)
             return None
         try:
-            message = decode_message(payload)
+            message = decode_message(payload, arrived_on=self.queue_name)
         except DecodeError as exc:
             self.logger.error("Dead-lettering invalid payload %s on %r: %s", redis_id, self.queue_name, exc)
             try:
-                self.broker._settle(self.queue_name, [("n", redis_id, str(exc))], retry=False)
+                self.storage.settle(self.queue_name, [("n", redis_id, str(exc))], retry=False)
             except BrokerError:
                 self._cache.appendleft((redis_id, payload))  # close() hands it back with the rest
                 raise
             return None
-        proxy = _RedisMessageProxy(message, redis_id, self.broker._orphans)
-        if message.queue_name != self.queue_name:
-            # The worker routes the ack by queue_name; route it to the queue the message is really on.
-            proxy.queue_name = proxy._source = self.queue_name
+        proxy = _RedisMessageProxy(message, redis_id, self.storage, self.queue_name)
         with self._cond:
             self._handed.add(redis_id)
         return proxy
@@ -188,7 +185,7 @@ class _RedisConsumer(Consumer):
                 error: BaseException | None = None
                 self._cond.release()
                 try:
-                    self.broker._settle(self.queue_name, [w[0] for w in batch])
+                    self.storage.settle(self.queue_name, [w[0] for w in batch])
                 except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
                     error = exc
                 finally:
@@ -203,7 +200,7 @@ class _RedisConsumer(Consumer):
         error = waiter[2]
         if error is not None:
             raise (type(error) if isinstance(error, BrokerError) else BrokerError)(str(error)) from error
-        proxy._settled = True
+        proxy.settled = True
 
     def ack(self, message: MessageProxy) -> None:
         """Acknowledge a message; returns once Redis has forgotten it."""
@@ -212,21 +209,23 @@ class _RedisConsumer(Consumer):
     def nack(self, message: MessageProxy) -> None:
         """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
         proxy = cast(_RedisMessageProxy, message)
-        self._settle_batched("n", proxy, "" if proxy._exception is None else dead_letter_reason(proxy._exception))
+        exception = proxy.exception
+        self._settle_batched("n", proxy, "" if exception is None else dead_letter_reason(exception))
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""
         proxies = [cast(_RedisMessageProxy, m) for m in messages]
         try:
             if proxies:
-                self.broker._settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
+                self.storage.settle(self.queue_name, [("r", m.redis_id, "") for m in proxies])
         except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
-            self.broker._orphans.extend((m._source, m.redis_id) for m in proxies)
+            for m in proxies:
+                self.storage.hand_back_later(m.source, (m.redis_id,))
             raise
         finally:
             with self._cond:
                 for m in proxies:
-                    m._settled = True
+                    m.settled = True
                     self._handed.discard(m.redis_id)
                 self._cond.notify_all()
                 self._release_if_done()
@@ -235,15 +234,15 @@ class _RedisConsumer(Consumer):
         """Hand back messages fetched but never handed out, then release the consumer."""
         if self._closed:
             return
-        self.broker._idle_waiter.unsubscribe(self)
+        self.storage.idle_waiter.unsubscribe(self)
         self._closed = True
         cached = [redis_id for redis_id, payload in self._cache if payload is not None]
         self._cache.clear()
         try:
             if cached:
-                self.broker._settle(self.queue_name, [("r", redis_id, "") for redis_id in cached], retry=False)
+                self.storage.settle(self.queue_name, [("r", redis_id, "") for redis_id in cached], retry=False)
         except BrokerError:  # Redis is away: the heartbeat thread hands them back once it is back
-            self.broker._orphans.extend((self.queue_name, redis_id) for redis_id in cached)
+            self.storage.hand_back_later(self.queue_name, cached)
         with self._cond:
             self._release_if_done()
 
@@ -252,4 +251,4 @@ class _RedisConsumer(Consumer):
         until then the broker keeps heartbeating, so that messages still running do not look abandoned."""
         if self._closed and not self._handed and not self._released:
             self._released = True
-            self.broker._consumer_closed(self.queue_name)
+            self.heartbeat.consumer_closed(self.queue_name)

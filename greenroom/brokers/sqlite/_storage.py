@@ -1,0 +1,196 @@
+"""The SQLite broker's storage layer: every statement it runs on the tables of ``_schema.sql``.
+
+:class:`SQLiteStorage` is what the broker, its consumers and its lease keeper say to the database,
+through public methods, over the shared connection layer :class:`~greenroom._sqlite.Database`
+(a connection per thread, rebuilt in a forked child; busy waits, retries and one error translator).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..._sqlite import Database
+from ...common import current_millis, dq_name, q_name
+from ._tables import broker_schema
+from ._types import DeadLetter, QueueCounts, SQLiteSettings
+
+__all__ = ["LeasedRow", "SQLiteStorage"]
+
+#: (row id, due time in ms, payload) of a row a consumer leased.
+LeasedRow = tuple[int, int, bytes]
+
+#: Ids bound per statement (SQLite's historic limit on variables is 999).
+_CHUNK = 500
+_INT64_MAX = 2**63 - 1
+
+_INSERT = "INSERT INTO greenroom_messages (queue_name, payload, due_ms) VALUES (?, ?, ?)"
+_PEEK = "SELECT due_ms FROM greenroom_messages WHERE queue_name = ? AND lease_until_ms <= ? ORDER BY due_ms, id LIMIT 1"
+_LEASE = """
+UPDATE greenroom_messages SET lease_owner = ?, lease_until_ms = ?
+WHERE id IN (
+    SELECT id FROM greenroom_messages
+    WHERE queue_name = ? AND due_ms <= ? AND lease_until_ms <= ?
+    ORDER BY due_ms, id LIMIT ?
+)
+RETURNING id, due_ms, CAST(payload AS BLOB)
+"""
+_DELETE = "DELETE FROM greenroom_messages WHERE id = ?"
+_BURY = """
+INSERT INTO greenroom_dead_letters (queue_name, message_id, payload, reason, dead_at_ms)
+SELECT ?, ?, payload, ?, ? FROM greenroom_messages WHERE id = ? AND lease_owner = ?
+"""
+# Nack and requeue act only on rows the caller still holds: a lease that lapsed (a frozen process)
+# may have passed to another consumer, which is running the message. An ack deletes regardless.
+_UNLEASE = "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ? AND id IN ({})"
+_RENEW = "UPDATE greenroom_messages SET lease_until_ms = ? WHERE lease_owner IN ({})"
+_COUNTS = """
+SELECT queue_name = ?, lease_until_ms > ?, COUNT(*) FROM greenroom_messages
+WHERE queue_name IN (?, ?) GROUP BY 1, 2
+"""
+_HAS_MESSAGES = "SELECT EXISTS (SELECT 1 FROM greenroom_messages WHERE queue_name IN (?, ?))"
+_DEAD_LETTERS = (
+    "SELECT id, queue_name, message_id, CAST(payload AS BLOB), reason, dead_at_ms"
+    " FROM greenroom_dead_letters WHERE queue_name = ? ORDER BY id LIMIT ?"
+)
+
+
+def _execute(query: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], object]:
+    """An operation for :meth:`Database.write` running one statement."""
+    return lambda conn: conn.execute(query, params)
+
+
+def due_ms(queue_name: str, options: dict[str, Any]) -> int:
+    """A new row's due time: the eta of a delayed message, now for any other."""
+    eta = options.get("eta")
+    if (
+        isinstance(eta, (int, float))
+        and not isinstance(eta, bool)
+        and math.isfinite(eta)
+        and queue_name.endswith(".DQ")
+    ):
+        return max(0, min(int(eta), _INT64_MAX))
+    return current_millis()
+
+
+class SQLiteStorage:
+    """The broker's tables in one database file.
+
+    Parameters:
+      path: The database file (absolute: a later ``chdir()`` must not move the queues).
+      settings: Leases, retention, locking and durability.
+      logger: Where the connection layer reports.
+    """
+
+    def __init__(self, path: str, settings: SQLiteSettings, logger: logging.Logger) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.db = Database(
+            path,
+            busy_timeout_ms=settings.busy_timeout_ms,
+            lock_retry_ms=settings.lock_retry_ms,
+            synchronous=settings.synchronous,
+            logger=logger,
+            schema=broker_schema(path),
+        )
+
+    # -- producing --------------------------------------------------------------------------------
+
+    def insert(self, queue_name: str, payload: bytes, due_at_ms: int) -> None:
+        """Store a message; returns once it is durable (see ``SQLiteSettings.synchronous``)."""
+        self.db.write(_execute(_INSERT, (queue_name, payload, due_at_ms)), durable=True)
+
+    # -- consuming --------------------------------------------------------------------------------
+
+    def peek(self, queue_name: str, now_ms: int) -> int | None:
+        """The due time of the first row of a queue that nobody holds, or ``None`` (a read: no write lock)."""
+        row = self.db.read(lambda conn: conn.execute(_PEEK, (queue_name, now_ms)).fetchone())
+        return None if row is None else int(row[0])
+
+    def lease(self, queue_name: str, owner: str, limit: int) -> list[LeasedRow]:
+        """Lease up to ``limit`` due rows of a queue for ``owner``, in due order."""
+
+        def operation(conn: sqlite3.Connection) -> list[LeasedRow]:
+            # The time is read once the write lock is held: waiting for it must not shorten the lease.
+            now_ms = current_millis()
+            params = (owner, now_ms + self.settings.lease_ms, queue_name, now_ms, now_ms, limit)
+            return conn.execute(_LEASE, params).fetchall()
+
+        rows: list[LeasedRow] = self.db.write(operation)
+        rows.sort(key=lambda row: (row[1], row[0]))  # RETURNING promises no order
+        return rows
+
+    def delete(self, row_id: int) -> None:
+        """Forget a row: its message was processed."""
+        self.db.write(_execute(_DELETE, (row_id,)))
+
+    def bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> None:
+        """Move a row ``owner`` holds to the dead letters of its canonical queue, with the reason."""
+        params = (q_name(queue_name), message_id, reason, current_millis(), row_id, owner)
+
+        def operation(conn: sqlite3.Connection) -> bool:
+            if conn.execute(_BURY, params).rowcount:
+                conn.execute(_DELETE, (row_id,))
+                return True
+            return False
+
+        if not self.db.write(operation):
+            self.logger.warning("Row %d was no longer leased by this worker; it was not dead-lettered here.", row_id)
+
+    def unlease(self, owner: str, row_ids: list[int]) -> None:
+        """Make rows ``owner`` still holds visible again at once."""
+        self._in_chunks(_UNLEASE, row_ids, owner)
+
+    def renew(self, owners: list[str], until_ms: int) -> None:
+        """Extend the leases of every row the ``owners`` hold to ``until_ms``."""
+        self._in_chunks(_RENEW, owners, until_ms)
+
+    def purge_dead_letters(self, older_than_ms: int) -> None:
+        """Drop the dead letters buried before ``older_than_ms``."""
+        self.db.write(_execute("DELETE FROM greenroom_dead_letters WHERE dead_at_ms < ?", (older_than_ms,)))
+
+    def _in_chunks(self, template: str, values: list[Any], *leading: Any) -> None:
+        """Run ``template`` (``{}`` stands for the ``IN`` list) for each chunk of ``values``."""
+        for start in range(0, len(values), _CHUNK):
+            chunk = values[start : start + _CHUNK]
+            self.db.write(_execute(template.format(", ".join("?" * len(chunk))), (*leading, *chunk)))
+
+    # -- looking at queues ------------------------------------------------------------------------
+
+    def flush(self, queue_name: str) -> None:
+        """Drop every message of a queue, of its delay queue, and its dead letters."""
+        name = q_name(queue_name)
+
+        def operation(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM greenroom_messages WHERE queue_name IN (?, ?)", (name, dq_name(name)))
+            conn.execute("DELETE FROM greenroom_dead_letters WHERE queue_name = ?", (name,))
+
+        self.db.write(operation)
+
+    def has_messages(self, queue_name: str) -> bool:
+        """Whether a queue or its delay queue holds a row: ready, delayed or in progress."""
+        name = q_name(queue_name)
+        return bool(self.db.read(lambda conn: conn.execute(_HAS_MESSAGES, (name, dq_name(name))).fetchone()[0]))
+
+    def counts(self, queue_name: str) -> QueueCounts:
+        """How many messages of a queue are ready, delayed, in progress and dead."""
+        name = q_name(queue_name)
+        now_ms = current_millis()
+
+        def operation(conn: sqlite3.Connection) -> QueueCounts:
+            counts = {(1, 0): 0, (0, 0): 0, (1, 1): 0, (0, 1): 0}
+            for is_canonical, leased, count in conn.execute(_COUNTS, (name, now_ms, name, dq_name(name))):
+                counts[(is_canonical, leased)] = count
+            dead = conn.execute("SELECT COUNT(*) FROM greenroom_dead_letters WHERE queue_name = ?", (name,))
+            in_progress = counts[(1, 1)] + counts[(0, 1)]
+            return QueueCounts(counts[(1, 0)], counts[(0, 0)], in_progress, dead.fetchone()[0])
+
+        return self.db.read(operation)
+
+    def dead_letters(self, queue_name: str, limit: int) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of a queue."""
+        rows = self.db.read(lambda conn: conn.execute(_DEAD_LETTERS, (q_name(queue_name), limit)).fetchall())
+        return [DeadLetter(*row) for row in rows]
