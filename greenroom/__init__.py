@@ -30,6 +30,7 @@ from .errors import (
     Retry,
 )
 from .generic import GenericActor
+from .jobs import CancelResult, JobStatus, JobTracking, cancel, get_status, set_progress
 from .logging import get_logger
 from .message import Message
 from .middleware import Middleware
@@ -49,6 +50,7 @@ __all__ = [
     "Actor",
     "ActorNotFound",
     "Broker",
+    "CancelResult",
     "BrokerConnectionError",
     "BrokerError",
     "ConnectionClosed",
@@ -61,6 +63,8 @@ __all__ = [
     "GenericActor",
     "GreenroomError",
     "JSONEncoder",
+    "JobStatus",
+    "JobTracking",
     "Message",
     "MessageProxy",
     "Middleware",
@@ -72,13 +76,16 @@ __all__ = [
     "Worker",
     "WorkerThread",
     "actor",
+    "cancel",
     "get_broker",
     "get_encoder",
     "get_logger",
+    "get_status",
     "group",
     "pipeline",
     "set_broker",
     "set_encoder",
+    "set_progress",
 ]
 
 

@@ -38,11 +38,13 @@ __all__ = [
     "ActorNotFound",
     "BrokerConnectionError",
     "BrokerError",
+    "Cancelled",
     "ConnectionClosed",
     "ConnectionFailed",
     "DecodeError",
     "DramatiqError",
     "GreenroomError",
+    "Interrupt",
     "MiddlewareError",
     "QueueJoinTimeout",
     "QueueNotFound",
@@ -156,6 +158,31 @@ class ResultFailure(ResultError):
         super().__init__(message)
         self.orig_exc_type = orig_exc_type
         self.orig_exc_msg = orig_exc_msg
+
+
+class Interrupt(BaseException):
+    """Raised asynchronously into a thread. A ``BaseException`` so ``except Exception`` cannot swallow it.
+
+    :mod:`greenroom.threading` delivers it, only into an actor's own code.
+    """
+
+
+class Cancelled(Interrupt):
+    """Ends a message that was cancelled with :func:`greenroom.cancel`.
+
+    Raised into a running actor (as a time limit is), or instead of running one that had not
+    started. A cancelled message is dead-lettered with the reason ``cancelled`` and never retried.
+    """
+
+    def __init__(self, message_id: str = "") -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+
+    def __repr__(self) -> str:
+        # The dead letter's reason: the word operators filter on, then which message it was.
+        return f"cancelled (message {self.message_id})" if self.message_id else "cancelled"
+
+    __str__ = __repr__
 
 
 class MiddlewareError(Exception):

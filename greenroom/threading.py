@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from .errors import Interrupt
+
 __all__ = [
     "Interrupt",
     "current_platform",
@@ -26,10 +28,6 @@ R = TypeVar("R")
 current_platform = platform.python_implementation()
 #: The implementations on which exceptions can be raised into other threads.
 supported_platforms = {"CPython"}
-
-
-class Interrupt(BaseException):
-    """Raised asynchronously into a thread. A ``BaseException`` so ``except Exception`` cannot swallow it."""
 
 
 def is_gevent_active() -> bool:

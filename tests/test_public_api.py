@@ -43,6 +43,13 @@ EXPECTED = {
     "get_logger",
     "group",
     "pipeline",
+    # greenroom's own: job control (greenroom.jobs)
+    "CancelResult",
+    "JobStatus",
+    "JobTracking",
+    "cancel",
+    "get_status",
+    "set_progress",
     "set_broker",
     "set_encoder",
 }

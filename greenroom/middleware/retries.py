@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._options import NO_OPTIONS, resolve_option
 from ..common import compute_backoff, current_millis, is_expected
-from ..errors import Retry
+from ..errors import Cancelled, Retry
 from ..logging import get_logger
 from .middleware import Middleware, enqueue_or_fail
 
@@ -62,6 +62,10 @@ class Retries(Middleware):
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         if exception is None:
+            return
+        if isinstance(exception, Cancelled):
+            self.logger.info("Message %r was cancelled; it is not retried.", message.message_id)
+            message.fail()
             return
         options = message.options
         actor = broker.actors.get(message.actor_name)

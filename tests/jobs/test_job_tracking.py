@@ -1,0 +1,189 @@
+"""Job tracking on the stub broker: callbacks, async actors, progress coalescing, options and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import greenroom
+from greenroom import Worker
+from greenroom.brokers.stub import StubBroker
+from greenroom.errors import Cancelled
+from greenroom.jobs import JobStatus, JobStoreNotConfigured, JobTracking, MemoryJobStore, State, store_for
+from greenroom.middleware import AsyncIO
+from greenroom.testing import wait_for
+
+TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def tracked() -> Iterator[StubBroker]:
+    broker = StubBroker()
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(JobTracking(poll_interval=50, progress_interval=200))
+    broker.emit_after("process_boot")
+    yield broker
+    broker.flush_all()
+    broker.close()
+
+
+@pytest.fixture
+def start_worker(tracked: StubBroker) -> Iterator[Any]:
+    workers: list[Worker] = []
+
+    def start() -> Worker:
+        worker = Worker(tracked, worker_timeout=50, worker_threads=2)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop(timeout=10000)
+
+
+def _state(broker: StubBroker, message_id: str) -> str | None:
+    status = greenroom.get_status(message_id, broker=broker)
+    return None if status is None else status.state
+
+
+def test_cancelled_before_it_starts_runs_on_failure_and_is_dead(tracked: StubBroker, start_worker: Any) -> None:
+    ran: list[str] = []
+    failures: list[dict[str, Any]] = []
+
+    @greenroom.actor(broker=tracked)
+    def work() -> None:
+        ran.append("work")
+
+    @greenroom.actor(broker=tracked)
+    def on_failure(message_data: dict[str, Any], error: dict[str, Any]) -> None:
+        failures.append(error)
+
+    message = work.send_with_options(on_failure=on_failure)
+    assert greenroom.cancel(message.message_id, broker=tracked).requested
+    start_worker()
+    wait_for(lambda: _state(tracked, message.message_id) == State.CANCELLED and failures, TIMEOUT_S)
+    assert ran == []
+    assert failures[0]["type"] == "Cancelled"
+    [dead] = tracked.dead_letters_by_queue["default"]
+    assert repr(dead.exception) == "cancelled"
+
+
+def test_an_async_actor_is_cancelled_while_it_awaits(tracked: StubBroker, start_worker: Any) -> None:
+    started = threading.Event()
+    finished: list[bool] = []
+
+    @greenroom.actor(broker=tracked, max_retries=3)
+    async def wait_long() -> None:
+        started.set()
+        greenroom.set_progress(0.25)
+        await asyncio.sleep(60)
+        finished.append(True)
+
+    start_worker()
+    message = wait_long.send()
+    assert started.wait(TIMEOUT_S)
+    wait_for(lambda: greenroom.get_status(message.message_id, broker=tracked).progress == 0.25, TIMEOUT_S)  # type: ignore[union-attr]
+    greenroom.cancel(message.message_id, broker=tracked)
+    wait_for(lambda: _state(tracked, message.message_id) == State.CANCELLED, TIMEOUT_S)
+    assert finished == []
+    status = greenroom.get_status(message.message_id, broker=tracked)
+    assert status is not None
+    assert status.attempts == 1
+
+
+def test_progress_reports_are_coalesced_and_the_last_one_is_kept(tracked: StubBroker, start_worker: Any) -> None:
+    class CountingStore(MemoryJobStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.progress_writes = 0
+
+        def update(self, message_id: str, fields: Any, ttl_ms: int) -> None:
+            if "progress" in fields:
+                self.progress_writes += 1
+            super().update(message_id, fields, ttl_ms)
+
+    store = CountingStore()
+    broker = StubBroker(middleware=[JobTracking(store=store, progress_interval=200)])
+    broker.emit_after("process_boot")
+
+    @greenroom.actor(broker=broker)
+    def loop() -> None:
+        for n in range(1, 1001):
+            greenroom.set_progress(n / 1000, f"{n} done")
+            time.sleep(0.0002)
+
+    worker = Worker(broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        message = loop.send()
+        wait_for(lambda: (greenroom.get_status(message.message_id, broker=broker) or _NONE).finished, TIMEOUT_S)
+    finally:
+        worker.stop(timeout=10000)
+        broker.close()
+    status = greenroom.get_status(message.message_id, broker=broker)
+    assert status is not None
+    assert status.progress == 1.0
+    assert status.progress_note == "1000 done"
+    assert status.state == State.SUCCEEDED
+    assert store.progress_writes < 50  # a thousand reports, coalesced to a few per second
+
+
+_NONE = JobStatus(message_id="", state=State.ENQUEUED)
+
+
+def test_track_false_leaves_a_message_untracked(tracked: StubBroker, start_worker: Any) -> None:
+    done = threading.Event()
+
+    @greenroom.actor(broker=tracked, track=False)
+    def quiet() -> None:
+        done.set()
+
+    start_worker()
+    message = quiet.send()
+    assert done.wait(TIMEOUT_S)
+    tracked.join("default", timeout=10000)
+    assert greenroom.get_status(message.message_id, broker=tracked) is None
+    assert greenroom.cancel(message.message_id, broker=tracked).outcome == "unknown"
+
+
+def test_bad_input_is_refused_clearly(tracked: StubBroker) -> None:
+    with pytest.raises(ValueError, match="non-empty string"):
+        greenroom.get_status("", broker=tracked)
+    with pytest.raises(ValueError, match="non-empty string"):
+        greenroom.cancel(42, broker=tracked)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"from 0\.0 to 1\.0"):
+        greenroom.set_progress(1.5)
+    with pytest.raises(RuntimeError, match="inside an actor"):
+        greenroom.set_progress(0.5)
+    assert greenroom.get_status(str(uuid.uuid4()), broker=tracked) is None
+
+
+def test_rabbitmq_without_a_store_says_what_to_configure() -> None:
+    from greenroom.brokers.rabbitmq import RabbitmqBroker
+
+    broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672/", middleware=[])
+    with pytest.raises(JobStoreNotConfigured, match="JobTracking\\(store="):
+        store_for(broker)
+
+
+def test_cancelled_is_an_interrupt_that_reads_as_the_reason() -> None:
+    error = Cancelled()
+    assert isinstance(error, BaseException)
+    assert not isinstance(error, Exception)
+    assert repr(error) == str(error) == "cancelled"
+
+
+def test_a_status_from_a_newer_store_keeps_what_it_understands() -> None:
+    record = {"state": "running", "attempts": "three", "progress": 0.5, "future_field": 1, "worker": 7}
+    status = JobStatus.from_record("m", record)
+    assert status.state == "running"
+    assert status.progress == 0.5
+    assert status.attempts == 0
+    assert status.worker is None
