@@ -98,3 +98,20 @@ def redis_namespace() -> Iterator[str]:
     _, cleanup = redis_client_for(namespace)
     yield namespace
     cleanup()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost() -> Iterator[str]:
+    """The URL of a RabbitMQ virtual host of this test process's own, deleted after the session.
+
+    Every test that talks to RabbitMQ uses it (see ``tests/_rabbitmq_vhost.py``), so that queues
+    other software keeps in the server's ``/`` cannot clash with the tests' queues.
+    """
+    from tests import _rabbitmq_vhost
+
+    try:
+        _rabbitmq_vhost.create_vhost()
+    except _rabbitmq_vhost.VhostAdminError as exc:
+        service_unavailable("RabbitMQ (administered with rabbitmqctl)", exc)
+    yield _rabbitmq_vhost.URL
+    _rabbitmq_vhost.delete_vhost()

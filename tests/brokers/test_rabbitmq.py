@@ -36,10 +36,11 @@ from greenroom.brokers._url import broker_from_url
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.common import current_millis
 from greenroom.testing import wait_for
+from tests._rabbitmq_vhost import HOST, PORT, URL, amqp_url
 from tests.conftest import service_unavailable
 
-HOST, PORT = "127.0.0.1", 5672
-URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
+#: Every test runs in a virtual host of this test process's own.
+pytestmark = pytest.mark.usefixtures("rabbitmq_vhost")
 TIMEOUT_S = 60.0
 #: How long the pause test pauses: more than three heartbeats of 1 s.
 PAUSE_S = 3.5
@@ -534,7 +535,7 @@ def test_join_counts_unacked_messages_and_times_out(
 def test_consumer_raises_connection_closed_when_its_connection_drops(
     make_broker: Callable[..., RabbitmqBroker], queue_name: str, proxy: TcpProxy
 ) -> None:
-    broker = make_broker(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
+    broker = make_broker(url=amqp_url(proxy.port))
     consumer = broker.consume(queue_name, timeout=100)
     assert next(consumer) is None
     proxy.drop_all()
@@ -646,7 +647,7 @@ def test_worker_reconnects_when_connections_drop(
 ) -> None:
     total = 2000
     producer = make_broker()
-    broker = make_broker(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F")
+    broker = make_broker(url=amqp_url(proxy.port))
     record, seen = counting_actor(broker, queue_name)
     producer.declare_actor(record)
     for n in range(total):

@@ -540,7 +540,7 @@ if os.environ["GR_TEST_BROKER"] == "redis":
 else:
     from greenroom.brokers.rabbitmq import RabbitmqBroker
 
-    broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672/%2F")
+    broker = RabbitmqBroker(url=os.environ["GR_TEST_AMQP_URL"])
 greenroom.set_broker(broker)
 
 
@@ -552,14 +552,14 @@ def work(n):
 """
 
 
-def _cleanup_other_broker(kind: str, name: str) -> None:
+def _cleanup_other_broker(kind: str, name: str, amqp_url: str) -> None:
     if kind == "redis":
         _, cleanup = redis_client_for(name)
         cleanup()
     else:
         import pika
 
-        connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F"))
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
         for suffix in ("", ".DQ", ".XQ"):
             channel.queue_delete(name + suffix)
@@ -567,10 +567,12 @@ def _cleanup_other_broker(kind: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
-def test_burst_with_other_brokers(tmp_path: Path, trees: list[Tree], kind: str) -> None:
+def test_burst_with_other_brokers(tmp_path: Path, trees: list[Tree], kind: str, request: pytest.FixtureRequest) -> None:
     name = f"grcli_{kind}_{os.getpid()}_{time.monotonic_ns()}"
     (tmp_path / "app.py").write_text(OTHER_BROKER_APP)
-    env = {**app_env(tmp_path), "GR_TEST_BROKER": kind, "GR_TEST_NAME": name}
+    # RabbitMQ: a virtual host of this test process's own (see tests/_rabbitmq_vhost.py).
+    amqp_url = request.getfixturevalue("rabbitmq_vhost") if kind == "rabbitmq" else ""
+    env = {**app_env(tmp_path), "GR_TEST_BROKER": kind, "GR_TEST_NAME": name, "GR_TEST_AMQP_URL": amqp_url}
     producer_code = "import app\nfor n in range(20): app.work.send(n)\n"
     producer_code += "for n in range(20, 22): app.work.send_with_options(args=(n,), delay=1000)\napp.broker.close()\n"
     try:
@@ -584,6 +586,6 @@ def test_burst_with_other_brokers(tmp_path: Path, trees: list[Tree], kind: str) 
         assert events(tmp_path, "done") == collections.Counter({str(n): 1 for n in range(22)})
     finally:
         try:
-            _cleanup_other_broker(kind, name)
+            _cleanup_other_broker(kind, name, amqp_url)
         except Exception:
             pass  # the service is down: there is nothing to clean

@@ -9,10 +9,12 @@ from greenroom.broker import Broker
 from greenroom.brokers.rabbitmq import RabbitmqBroker
 from greenroom.errors import ConnectionClosed
 from greenroom.testing.broker_contract import BrokerContract
+from tests._rabbitmq_vhost import URL
 from tests.brokers.test_rabbitmq import default_queue_lock
 from tests.conftest import service_unavailable
 
-URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+#: Every test runs in a virtual host of this test process's own.
+pytestmark = pytest.mark.usefixtures("rabbitmq_vhost")
 
 
 class TestRabbitmqBrokerContract(BrokerContract):

@@ -35,17 +35,17 @@ on durable queues: written it to disk), re-declares a deleted queue, retries on 
 and raises :class:`~greenroom.errors.ConnectionClosed` when it finally fails. The price is a round
 trip per message: on a small machine about 1,400 instead of 13,000 sends per second per thread.
 
-pika connections are not thread-safe: each producing thread gets its own connection and channel;
-each consumer owns one, driven by its consumer thread, which also sends the worker threads' acks.
+pika connections are not thread-safe: each producing thread gets its own connection and channel
+(:attr:`RabbitmqBroker.connection` and :attr:`RabbitmqBroker.channel`, as in Dramatiq); each
+consumer owns one, driven by its consumer thread, which also sends the worker threads' acks.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pika
@@ -58,6 +58,7 @@ from ...errors import ConnectionClosed, QueueJoinTimeout
 from ...message import Message
 from ...middleware.middleware import Middleware
 from ...threading import interrupts_deferred
+from ._connections import _Connections
 
 # The broker was one module before it became this package: the names that module defined stay
 # importable from here (hence the redundant aliases).
@@ -74,8 +75,6 @@ DEFAULT_DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 MAX_ENQUEUE_ATTEMPTS = 6
 #: Attempts to declare a queue on the server (the connection is reset between them).
 MAX_DECLARE_ATTEMPTS = 2
-#: A producer connection idle for longer than this is checked (heartbeats, closure) before publishing.
-IDLE_CHECK_S = 1.0
 #: AMQP queue names and message priorities are one-byte-length strings and one-byte integers.
 MAX_QUEUE_NAME_BYTES = 255
 MAX_MESSAGE_PRIORITY = 255
@@ -116,6 +115,11 @@ def _properties(message: Message[Any]) -> Any:
             f"from 0 to {MAX_MESSAGE_PRIORITY}, not {priority!r}."
         )
     return pika.BasicProperties(delivery_mode=2, priority=priority)
+
+
+def _consume_with(broker: Broker, queue_name: str, prefetch: int, timeout: int) -> Consumer:
+    """What ``consumer_class`` returns: Dramatiq's ``(broker, queue_name, prefetch, timeout)`` consumer factory."""
+    return broker.consume(queue_name, prefetch, timeout)
 
 
 def _build_parameters(
@@ -199,77 +203,60 @@ class RabbitmqBroker(Broker):
         #: Declared queues not yet (or no longer) known to exist on the server. Any thread adds and
         #: discards names; single set operations are atomic, and a stale answer only costs a redeclare.
         self.queues_pending: set[str] = set()
-        #: This thread's producer connection, channel, owning pid and last use (pika is not thread-safe).
-        self._local = threading.local()
-        #: Guards _connections and _consumers, touched by every producing and consuming thread.
+        #: Every connection of this broker, and each thread's producer connection and channel.
+        self._connections = _Connections(self._parameters)
+        #: Guards _consumers, touched by every consuming thread and by join.
         self._lock = threading.Lock()
-        self._connections: set[Any] = set()
-        self._connections_pid = os.getpid()
         self._consumers: weakref.WeakSet[_RabbitmqConsumer] = weakref.WeakSet()
 
     # -- connections ----------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        with _translate_pika_errors("connecting"):
-            connection = pika.BlockingConnection(self._parameters)
-        with self._lock:
-            self._forget_connections_after_fork()
-            self._connections.add(connection)
-        return connection
+    @property
+    def connection(self) -> Any:
+        """The calling thread's ``pika.BlockingConnection``, opened on first use.
 
-    def _forget_connections_after_fork(self) -> None:
-        # Connections inherited through fork share their sockets with the parent process: closing
-        # them here would close the parent's. Forget them instead. Called under _lock.
-        if self._connections_pid != os.getpid():
-            self._connections.clear()
-            self._connections_pid = os.getpid()
+        Reading it is a cheap way to check that RabbitMQ is reachable. ``del broker.connection``
+        closes and forgets the calling thread's connection and channel (other threads keep theirs);
+        it does nothing when none is open. Which connection object is returned may change whenever
+        the broker reconnects.
+
+        Raises:
+          ConnectionClosed: When no server could be reached.
+        """
+        return self._connections.thread_connection()
+
+    @connection.deleter
+    def connection(self) -> None:
+        self._connections.drop_thread_connection()
+
+    @property
+    def channel(self) -> Any:
+        """The calling thread's ``pika`` channel on :attr:`connection`, opened on first use.
+
+        With ``confirm_delivery`` the channel is in publisher-confirm mode. ``del broker.channel``
+        closes and forgets the calling thread's channel but keeps its connection; it does nothing
+        when none is open.
+
+        Raises:
+          ConnectionClosed: When no server could be reached or the channel could not be opened.
+        """
+        return self._connections.thread_channel(confirm_delivery=self.confirm_delivery)
+
+    @channel.deleter
+    def channel(self) -> None:
+        self._connections.drop_thread_channel()
+
+    @property
+    def consumer_class(self) -> Callable[[Any, str, int, int], Consumer]:
+        """Builds a consumer: ``consumer_class(broker, queue_name, prefetch, timeout)`` is ``broker.consume``."""
+        return _consume_with
+
+    def _connect(self) -> Any:
+        """A new connection of this broker's, for a consumer (closed by :meth:`close` at the latest)."""
+        return self._connections.open()
 
     def _close_connection(self, connection: Any) -> None:
-        with self._lock:
-            self._connections.discard(connection)
-        try:
-            if connection.is_open:
-                connection.close()
-        except (pika.exceptions.AMQPError, OSError):
-            pass  # it is being discarded because it is broken
-
-    def _channel(self) -> Any:
-        """This thread's producer channel, (re)opened as needed."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            # A child process opens its own connection: see _forget_connections_after_fork.
-            local.connection = None
-            local.channel = None
-            local.pid = os.getpid()
-        connection = local.connection
-        channel = local.channel
-        if channel is not None and channel.is_open and connection.is_open:
-            if time.monotonic() - local.last_used_s > IDLE_CHECK_S:
-                # Service heartbeats and notice a connection closed while idle, rather than writing
-                # the next message into a dead socket.
-                try:
-                    connection.process_data_events(0)
-                except (pika.exceptions.AMQPError, OSError):
-                    self._drop_thread_connection()
-                    return self._channel()
-            local.last_used_s = time.monotonic()
-            return channel
-        if connection is None or not connection.is_open:
-            self._drop_thread_connection()
-            local.connection = connection = self._connect()
-        with _translate_pika_errors("opening a channel"):
-            channel = connection.channel()
-            if self.confirm_delivery:
-                channel.confirm_delivery()
-        local.channel = channel
-        local.last_used_s = time.monotonic()
-        return channel
-
-    def _drop_thread_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = self._local.channel = None
-        if connection is not None:
-            self._close_connection(connection)
+        self._connections.discard(connection)
 
     def close(self) -> None:
         """Close every connection this broker opened, in any thread (errors are ignored).
@@ -277,13 +264,7 @@ class RabbitmqBroker(Broker):
         Call it once producing and consuming threads are done with the broker: pika connections
         are not thread-safe. The broker reconnects if it is used again.
         """
-        with self._lock:
-            self._forget_connections_after_fork()
-            connections = list(self._connections)
-            self._connections.clear()
-        for connection in connections:
-            self._close_connection(connection)
-        self._local = threading.local()
+        self._connections.close_all()
 
     # -- queues ---------------------------------------------------------------------------------
 
@@ -297,7 +278,7 @@ class RabbitmqBroker(Broker):
         xq_arguments = {"x-message-ttl": self.dead_message_ttl}
         for attempt in range(1, MAX_DECLARE_ATTEMPTS + 1):
             try:
-                channel = self._channel()
+                channel = self.channel
                 with _translate_pika_errors(f"declaring queue {queue_name!r}"):
                     counts = (
                         channel.queue_declare(queue_name, durable=True, arguments=arguments),
@@ -307,7 +288,7 @@ class RabbitmqBroker(Broker):
                 self.queues_pending.discard(queue_name)
                 return counts[0].method.message_count, counts[1].method.message_count, counts[2].method.message_count
             except ConnectionClosed:
-                self._drop_thread_connection()
+                self._connections.drop_thread_connection()
                 if attempt == MAX_DECLARE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
@@ -365,7 +346,7 @@ class RabbitmqBroker(Broker):
                 with interrupts_deferred():
                     if canonical_name in self.queues_pending:
                         self._declare_on_server(canonical_name)
-                    channel = self._channel()
+                    channel = self.channel
                     with _translate_pika_errors(f"publishing to {queue_name!r}"):
                         # The default exchange routes by queue name; mandatory makes unroutable visible.
                         channel.basic_publish("", queue_name, body, properties, mandatory=self.confirm_delivery)
@@ -375,7 +356,7 @@ class RabbitmqBroker(Broker):
                     # Returned as unroutable: the queue was deleted under us, declare it again.
                     self.queues_pending.add(canonical_name)
                 else:
-                    self._drop_thread_connection()
+                    self._connections.drop_thread_connection()
                 if attempt == MAX_ENQUEUE_ATTEMPTS:
                     raise
                 self.logger.debug("Publishing to %r failed (%s); retrying.", queue_name, exc)
@@ -418,12 +399,12 @@ class RabbitmqBroker(Broker):
         queue_name = q_name(queue_name)
         for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
             try:
-                channel = self._channel()
+                channel = self.channel
                 with _translate_pika_errors(f"purging {name!r}"):
                     channel.queue_purge(name)
             except ConnectionClosed as exc:
                 if not _is_missing_queue(exc):
-                    raise  # a missing queue has nothing to purge; the next _channel() reopens the channel
+                    raise  # a missing queue has nothing to purge; reading self.channel next reopens it
 
     def flush_all(self) -> None:
         """Flush every declared queue."""

@@ -9,13 +9,31 @@ from ..backend import Compute, UpdatingBackend
 
 __all__ = ["MemcachedBackend"]
 
+#: memcached's clock advances in whole-second ticks, so an item may expire up to one tick early.
+_CLOCK_TICK_MS = 1000
+
+
+def _expiry(ttl_ms: int) -> int:
+    """memcached's expiry for a key that must live at least ``ttl_ms``: one clock tick longer.
+
+    memcached stamps an item with its own clock, which ticks once a second and so lags the real
+    time by up to a second: an item stored with expiry ``n`` lives between ``n - 1`` and ``n``
+    seconds. A window limiter's key for second ``s`` must count until second ``s + window``
+    begins; expiring a second early let a second batch in per window (12 acquisitions over 20 s
+    of a ``limit=2, window=5`` limiter, where at most 10 fit). Keys that live up to a second
+    longer than asked cost nothing: bucket and window keys are per bucket or second, and barrier
+    and concurrent-limiter TTLs are upper bounds for crashed holders anyway.
+    """
+    return ttl_seconds(ttl_ms + _CLOCK_TICK_MS)
+
 
 class MemcachedBackend(UpdatingBackend):
     """Counters in memcached, updated with compare-and-swap loops.
 
     Unlike Dramatiq's, a refused ``incr`` leaves the counter untouched (Dramatiq's increments
     unconditionally, so refusals pile up and starve a concurrent limiter), ``decr`` honours its
-    minimum, TTLs are rounded *up* to whole seconds, and barriers can block (by polling).
+    minimum, TTLs are rounded *up* to whole seconds plus one (memcached's clock ticks once a
+    second, see :func:`_expiry`), and barriers can block (by polling).
 
     Parameters:
       pool: A ``pylibmc.ClientPool``; ``pool_size`` and ``client_params`` are ignored then.
@@ -31,11 +49,11 @@ class MemcachedBackend(UpdatingBackend):
 
     def add(self, key: str, value: int, ttl: int) -> bool:
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
-            return bool(client.add(key, value, time=ttl_seconds(ttl)))
+            return bool(client.add(key, value, time=_expiry(ttl)))
 
     def _update(self, key: str, ttl: int, compute: Compute, others: list[str]) -> bool:
         """Compare-and-swap ``key`` to ``compute(current, others_sum)`` unless it is None; retry on conflict."""
-        expiry = ttl_seconds(ttl)
+        expiry = _expiry(ttl)
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
             while True:
                 current, cas_id = client.gets(key)
@@ -57,7 +75,7 @@ class MemcachedBackend(UpdatingBackend):
 
     def wait_notify(self, key: str, ttl: int) -> None:
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
-            client.set(key, 1, time=ttl_seconds(ttl))
+            client.set(key, 1, time=_expiry(ttl))
 
     def _is_notified(self, key: str) -> bool:
         with translate_memcached_errors(), self.pool.reserve(block=True) as client:
