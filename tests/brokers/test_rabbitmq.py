@@ -351,14 +351,14 @@ def test_queue_name_of_252_characters_is_the_longest_accepted(
 
 def test_connection_settings_forms() -> None:
     several = RabbitmqBroker(url="amqp://a:b@host1:5673/vh; amqps://c:d@host2/%2F")
-    assert [(p.host, p.port, p.virtual_host) for p in several._parameters] == [
+    assert [(p.host, p.port, p.virtual_host) for p in several.parameters] == [
         ("host1", 5673, "vh"),
         ("host2", 5671, "/"),
     ]
-    assert several._parameters[0].ssl_options is None
-    assert several._parameters[1].ssl_options is not None
+    assert several.parameters[0].ssl_options is None
+    assert several.parameters[1].ssl_options is not None
     listed = RabbitmqBroker(url=["amqp://host1", "amqp://host2"])
-    assert [p.host for p in listed._parameters] == ["host1", "host2"]
+    assert [p.host for p in listed.parameters] == ["host1", "host2"]
     dicts = RabbitmqBroker(parameters=[{"host": "h1", "port": 1}, {"host": "h2"}])
     assert [(p.host, p.port) for p in dicts._parameters] == [("h1", 1), ("h2", 5672)]
     keywords = RabbitmqBroker(host="h3", heartbeat=5)

@@ -115,7 +115,7 @@ def test_deleting_before_any_read_opens_nothing(rabbitmq_vhost: str) -> None:
     del broker.connection
     del broker.connection
     del broker.channel
-    assert broker._connections._opened == set()
+    assert broker._connections._process.get().opened == set()
 
 
 def test_a_closed_connection_is_replaced_on_read(rabbitmq_broker: RabbitmqBroker, queue_name: str) -> None:

@@ -53,12 +53,12 @@ import pika.exceptions
 
 from ... import _settings
 from ...broker import Broker, Consumer
-from ...common import current_millis, dq_name, q_name, xq_name
-from ...errors import ConnectionClosed, QueueJoinTimeout
+from ...common import dq_name, q_name, xq_name
+from ...errors import ConnectionClosed
 from ...message import Message
 from ...middleware.middleware import Middleware
 from ...threading import interrupts_deferred
-from ._connections import _Connections
+from ._connections import Connections
 
 # The broker was one module before it became this package: the names that module defined stay
 # importable from here (hence the redundant aliases).
@@ -192,7 +192,8 @@ class RabbitmqBroker(Broker):
     ) -> None:
         if max_priority is not None and not 0 < max_priority <= 255:
             raise ValueError("max_priority must be a value between 1 and 255")
-        self._parameters = _build_parameters(url, parameters, conn_kwargs)
+        #: The pika connection parameters, tried in order when connecting (as in Dramatiq).
+        self.parameters = _build_parameters(url, parameters, conn_kwargs)
         super().__init__(middleware=middleware)
         self.confirm_delivery = confirm_delivery
         self.max_priority = max_priority
@@ -204,7 +205,7 @@ class RabbitmqBroker(Broker):
         #: discards names; single set operations are atomic, and a stale answer only costs a redeclare.
         self.queues_pending: set[str] = set()
         #: Every connection of this broker, and each thread's producer connection and channel.
-        self._connections = _Connections(self._parameters)
+        self._connections = Connections(self.parameters)
         #: Guards _consumers, touched by every consuming thread and by join.
         self._lock = threading.Lock()
         self._consumers: weakref.WeakSet[_RabbitmqConsumer] = weakref.WeakSet()
@@ -250,13 +251,6 @@ class RabbitmqBroker(Broker):
     def consumer_class(self) -> Callable[[Any, str, int, int], Consumer]:
         """Builds a consumer: ``consumer_class(broker, queue_name, prefetch, timeout)`` is ``broker.consume``."""
         return _consume_with
-
-    def _connect(self) -> Any:
-        """A new connection of this broker's, for a consumer (closed by :meth:`close` at the latest)."""
-        return self._connections.open()
-
-    def _close_connection(self, connection: Any) -> None:
-        self._connections.discard(connection)
 
     def close(self) -> None:
         """Close every connection this broker opened, in any thread (errors are ignored).
@@ -319,25 +313,21 @@ class RabbitmqBroker(Broker):
 
     # -- producing ------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Publish a persistent message, on ``q.DQ`` with an ``eta`` when ``delay`` (ms) is given.
+    def _require_queue(self, queue_name: str) -> None:
+        """Declare a queue nobody declared yet (RabbitMQ routes only to queues that exist)."""
+        if queue_name not in self.queues:
+            self.declare_queue(queue_name)
+
+    def _publish(self, message: Message[Any], payload: bytes) -> None:
+        """Publish a persistent message with the default exchange, retrying a lost connection a few times.
 
         Raises:
           ValueError: When the ``broker_priority`` option is not an integer from 0 to 255, or the
             queue name is too long for RabbitMQ; nothing is published then.
-          TypeError: When the message cannot be encoded; nothing is published then.
           ConnectionClosed: When the message could not be published after several attempts.
         """
         queue_name = message.queue_name
-        if delay is not None:
-            queue_name = dq_name(queue_name)
-            message = message.copy(queue_name=queue_name, options={"eta": current_millis() + delay})
         canonical_name = q_name(queue_name)
-        if canonical_name not in self.queues:
-            self.declare_queue(canonical_name)
-        self.emit_before("enqueue", message, delay)
-        # Encoded after the hooks: middleware may add options in before_enqueue.
-        body = message.encode()
         properties = _properties(message)
         for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
             try:
@@ -349,7 +339,7 @@ class RabbitmqBroker(Broker):
                     channel = self.channel
                     with _translate_pika_errors(f"publishing to {queue_name!r}"):
                         # The default exchange routes by queue name; mandatory makes unroutable visible.
-                        channel.basic_publish("", queue_name, body, properties, mandatory=self.confirm_delivery)
+                        channel.basic_publish("", queue_name, payload, properties, mandatory=self.confirm_delivery)
                 break
             except ConnectionClosed as exc:
                 if isinstance(exc.__cause__, pika.exceptions.UnroutableError):
@@ -362,8 +352,6 @@ class RabbitmqBroker(Broker):
                 self.logger.debug("Publishing to %r failed (%s); retrying.", queue_name, exc)
                 # A short, growing pause rides out a broker restart or a failover to another node.
                 time.sleep(0.05 * 2**attempt)
-        self.emit_after("enqueue", message, delay)
-        return message
 
     # -- consuming ------------------------------------------------------------------------------
 
@@ -376,7 +364,7 @@ class RabbitmqBroker(Broker):
           ConnectionClosed: When the server could not be reached.
         """
         self.declare_queue(queue_name, ensure=True)
-        consumer = _RabbitmqConsumer(self, queue_name, prefetch, timeout)
+        consumer = _RabbitmqConsumer(self, self._connections, queue_name, prefetch, timeout)
         with self._lock:
             self._consumers.add(consumer)
         return consumer
@@ -424,12 +412,9 @@ class RabbitmqBroker(Broker):
         Raises:
           QueueJoinTimeout: When ``timeout`` ms pass first.
         """
-        queue_name = q_name(queue_name)
-        deadline_s = None if timeout is None else time.monotonic() + timeout / 1000
-        successes = 0
-        while successes < min_successes:
-            if deadline_s is not None and time.monotonic() >= deadline_s:
-                raise QueueJoinTimeout(queue_name)
-            ready, delayed, _ = self.get_queue_message_counts(queue_name)
-            successes = successes + 1 if ready + delayed + self._unacked_count(queue_name) == 0 else 0
-            time.sleep(idle_time / 1000)
+        self._join(q_name(queue_name), timeout_ms=timeout, interval_s=idle_time / 1000, checks=min_successes)
+
+    def queue_is_empty(self, queue_name: str) -> bool:
+        """Whether ``q`` and ``q.DQ`` hold no ready message and this process's consumers none unacknowledged."""
+        ready, delayed, _ = self.get_queue_message_counts(q_name(queue_name))
+        return ready + delayed + self._unacked_count(q_name(queue_name)) == 0

@@ -2,12 +2,11 @@
 
 pika's ``BlockingConnection`` is not thread-safe, so each producing thread publishes on its own
 connection and channel, kept in a ``threading.local``. Consumers open connections here too, so that
-:meth:`_Connections.close_all` reaches every socket the broker opened, whichever thread owns it.
+:meth:`Connections.close_all` reaches every socket the broker opened, whichever thread owns it.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
@@ -15,9 +14,10 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from ..._process_local import ProcessLocal
 from ._errors import _translate_pika_errors
 
-__all__ = ["_Connections"]
+__all__ = ["Connections"]
 
 #: A producer connection idle for longer than this is checked (heartbeats, closure) before publishing.
 IDLE_CHECK_S = 1.0
@@ -32,13 +32,25 @@ def _close_quietly(closable: Any) -> None:
         pass
 
 
-class _Connections:
+class _ProcessConnections:
+    """The connections of one broker in one process."""
+
+    def __init__(self) -> None:
+        #: Guards ``opened``: every producing and consuming thread opens and closes connections.
+        self.lock = threading.Lock()
+        #: Every connection opened in this process and not yet closed.
+        self.opened: set[Any] = set()
+        #: This thread's producer ``connection``, ``channel`` and ``last_used_s``.
+        self.local = threading.local()
+
+
+class Connections:
     """Every connection of one broker, and the calling thread's producer connection and channel.
 
     Fork safety: a child process inherits the parent's open sockets. Closing an inherited
-    connection would send a close frame on the parent's socket and break the parent, so the child
-    forgets inherited connections instead of closing them (both the thread's own, and the set of
-    all of them) and opens its own on first use. Every entry point checks the process id first.
+    connection would send a close frame on the parent's socket and break the parent, so the
+    connections live in a :class:`~greenroom._process_local.ProcessLocal`: a child starts with
+    none (the parent's stay referenced, never closed) and opens its own on first use.
 
     Parameters:
       parameters: pika connection parameters, tried in order when connecting.
@@ -46,13 +58,7 @@ class _Connections:
 
     def __init__(self, parameters: list[Any]) -> None:
         self.parameters = parameters
-        #: This thread's producer ``connection``, ``channel``, owning ``pid`` and ``last_used_s``.
-        self._local = threading.local()
-        #: Guards _opened and _pid: every producing and consuming thread opens and closes connections.
-        self._lock = threading.Lock()
-        #: Every connection opened in this process and not yet closed.
-        self._opened: set[Any] = set()
-        self._pid = os.getpid()
+        self._process: ProcessLocal[_ProcessConnections] = ProcessLocal(_ProcessConnections)
 
     # -- all connections (any thread) ----------------------------------------------------------
 
@@ -64,43 +70,37 @@ class _Connections:
         """
         with _translate_pika_errors("connecting"):
             connection = pika.BlockingConnection(self.parameters)
-        with self._lock:
-            self._forget_inherited()
-            self._opened.add(connection)
+        state = self._process.get()
+        with state.lock:
+            state.opened.add(connection)
         return connection
 
     def discard(self, connection: Any) -> None:
         """Stop tracking a connection and close it (errors are ignored: it may be broken)."""
-        with self._lock:
-            self._opened.discard(connection)
+        state = self._process.get()
+        with state.lock:
+            state.opened.discard(connection)
         _close_quietly(connection)
 
     def close_all(self) -> None:
         """Close every connection opened in this process, in any thread, and forget them all."""
-        with self._lock:
-            self._forget_inherited()
-            connections = list(self._opened)
-            self._opened.clear()
+        state = self._process.get()
+        with state.lock:
+            connections = list(state.opened)
+            state.opened.clear()
+            state.local = threading.local()
         for connection in connections:
             _close_quietly(connection)
-        self._local = threading.local()
-
-    def _forget_inherited(self) -> None:
-        # Called under _lock. See the class docstring: inherited connections belong to the parent.
-        if self._pid != os.getpid():
-            self._opened.clear()
-            self._pid = os.getpid()
 
     # -- the calling thread's producer connection and channel ----------------------------------
 
     def _thread_state(self) -> threading.local:
-        """This thread's state, emptied (not closed) when it was inherited through fork."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
+        """This thread's state in this process (a forked child starts with none)."""
+        local = self._process.get().local
+        if not hasattr(local, "connection"):
             local.connection = None
             local.channel = None
             local.last_used_s = 0.0
-            local.pid = os.getpid()
         return local
 
     def thread_connection(self) -> Any:

@@ -14,6 +14,7 @@ from ...broker import Consumer, MessageProxy, decode_message
 from ...common import q_name, xq_name
 from ...errors import ConnectionClosed, DecodeError
 from ...message import Message
+from ._connections import Connections
 from ._errors import _is_missing_queue, _translate_pika_errors
 
 __all__ = ["MAX_PREFETCH", "_RabbitmqConsumer", "_RabbitmqMessageProxy"]
@@ -31,9 +32,9 @@ class _RabbitmqMessageProxy(MessageProxy):
     def __init__(self, message: Message[Any], *, tag: int, redelivered: bool, consumer_id: int) -> None:
         super().__init__(message)
         self.redelivered = redelivered
-        self._tag = tag
+        self.delivery_tag = tag
         #: Delivery tags are only meaningful on the channel that delivered the message.
-        self._consumer_id = consumer_id
+        self.consumer_id = consumer_id
 
 
 class _ConsumerBroker(Protocol):
@@ -51,9 +52,7 @@ class _ConsumerBroker(Protocol):
         """Canonical names of the queues to declare (again) on the server."""
         ...
 
-    def _connect(self) -> Any: ...
 
-    def _close_connection(self, connection: Any) -> None: ...
 
 
 class _RabbitmqConsumer(Consumer):
@@ -64,8 +63,12 @@ class _RabbitmqConsumer(Consumer):
     thread-safe call, ``add_callback_threadsafe``; ``close`` executes what is still queued.
     """
 
-    def __init__(self, broker: _ConsumerBroker, queue_name: str, prefetch: int, timeout_ms: int) -> None:
+    def __init__(
+        self, broker: _ConsumerBroker, connections: Connections, queue_name: str, prefetch: int, timeout_ms: int
+    ) -> None:
         self.broker = broker
+        #: The broker's connections: this consumer's own is opened and closed through them.
+        self.connections = connections
         self.logger = broker.logger
         self.queue_name = queue_name
         self.timeout_s = timeout_ms / 1000
@@ -79,7 +82,7 @@ class _RabbitmqConsumer(Consumer):
         self._requests: deque[tuple[_Action, int]] = deque()
         self._wake_scheduled = self._cancelled = self._closed = False
         self._owner = threading.get_ident()
-        self._connection = broker._connect()
+        self._connection = connections.open()
         try:
             with _translate_pika_errors(f"consuming {queue_name!r}"):
                 self._channel = self._connection.channel()
@@ -89,7 +92,7 @@ class _RabbitmqConsumer(Consumer):
         except ConnectionClosed as exc:
             if _is_missing_queue(exc):
                 broker.queues_pending.add(q_name(queue_name))  # deleted since it was declared
-            broker._close_connection(self._connection)
+            connections.discard(self._connection)
             raise
 
     def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
@@ -186,11 +189,11 @@ class _RabbitmqConsumer(Consumer):
             self._request("requeue", message)
 
     def _request(self, action: _Action, message: MessageProxy) -> None:
-        if getattr(message, "_consumer_id", None) != self.consumer_id:
+        if not isinstance(message, _RabbitmqMessageProxy) or message.consumer_id != self.consumer_id:
             msg = "Cannot %s message %r: it came on an earlier connection, so RabbitMQ delivers it again."
             self.logger.warning(msg, action, message.message_id)
             return
-        tag: int = message._tag
+        tag = message.delivery_tag
         with self._lock:
             self._requests.append((action, tag))
             wake = not self._wake_scheduled and threading.get_ident() != self._owner
@@ -246,7 +249,7 @@ class _RabbitmqConsumer(Consumer):
         except ConnectionClosed as exc:
             self.logger.debug("Error while closing the consumer of %r: %s", self.queue_name, exc)
         finally:
-            self.broker._close_connection(self._connection)
+            self.connections.discard(self._connection)
             with self._lock:
                 self._unacked.clear()
 
