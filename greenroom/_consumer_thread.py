@@ -15,6 +15,7 @@ from .errors import ActorNotFound, BrokerConnectionError, BrokerError
 from .logging import get_logger
 
 if TYPE_CHECKING:
+    from ._consuming import Demand
     from .broker import ActorLike, Broker, Consumer, MessageProxy
 
 __all__ = ["ConsumerThread"]
@@ -67,6 +68,7 @@ class ConsumerThread(_PausableThread):
         work_queue: PriorityQueue[_WorkItem],
         worker_timeout: int,
         restart_delay_ms: int = DEFAULT_RESTART_DELAY_MS,
+        demand: Demand | None = None,
     ) -> None:
         super().__init__(name=f"ConsumerThread({queue_name})")
         self.logger = get_logger(__name__, f"ConsumerThread({queue_name})")
@@ -77,6 +79,9 @@ class ConsumerThread(_PausableThread):
         #: How long (ms) the broker consumer waits for a message before an idle tick.
         self.timeout_ms = worker_timeout
         self.restart_delay_ms = restart_delay_ms
+        #: What the worker process can use, given to the broker consumer (delay queues excepted:
+        #: their messages wait for an eta, not for a thread).
+        self.demand = None if queue_name.endswith(".DQ") else demand
         self.consumer: Consumer | None = None
         #: Messages with an eta, held until due. Touched by this thread, and by the thread
         #: calling Worker.stop once this one has exited.
@@ -126,6 +131,7 @@ class ConsumerThread(_PausableThread):
     def _consume(self) -> None:
         if self.consumer is None:
             self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.timeout_ms)
+            self.consumer.demand = self.demand
         for message in self.consumer:
             if message is not None:
                 self._handle_safely(message)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import abc
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import DecodeError
 from .message import Message
 
-__all__ = ["MAX_PAYLOAD_BYTES", "Consumer", "MessageProxy", "decode_message"]
+__all__ = ["MAX_PAYLOAD_BYTES", "Consumer", "Demand", "MessageProxy", "decode_message"]
 
 #: Payloads larger than this many bytes are dead-lettered instead of decoded.
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
@@ -47,6 +47,19 @@ def decode_message(data: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES, arrived_o
     return message
 
 
+class Demand(Protocol):
+    """How many messages the worker process that iterates a consumer can use (see :attr:`Consumer.demand`)."""
+
+    def room(self) -> int:
+        """How many more messages it would start soon: idle threads plus a small buffer, minus
+        what already waits in memory. Changes with every message taken or finished."""
+        ...
+
+    def limit(self) -> int:
+        """How many messages it wants in hand at most (running and waiting): changes rarely."""
+        ...
+
+
 class Consumer(abc.ABC):
     """Iterates over the messages of one queue.
 
@@ -55,6 +68,13 @@ class Consumer(abc.ABC):
     is driven by one thread, but ``ack`` and ``nack`` are called from worker threads and must be
     safe to call concurrently with iteration.
     """
+
+    #: Set by the worker on the consumers of runnable (not delay) queues: brokers that can fetch
+    #: on demand take no more than ``demand.room()`` at a time (besides their ``prefetch`` bound),
+    #: and brokers that push keep at most ``demand.limit()`` unacknowledged. A process whose
+    #: threads are busy then leaves messages to processes with idle threads. ``None``: only
+    #: ``prefetch`` bounds the consumer.
+    demand: Demand | None = None
 
     def __iter__(self) -> Consumer:
         return self

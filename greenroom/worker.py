@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from queue import Empty, PriorityQueue
 from typing import TYPE_CHECKING, Any
 
 from . import _settings
+from ._capacity import Capacity
 from ._consumer_thread import (
     ACK_ATTEMPTS_WHEN_STOPPING as ACK_ATTEMPTS_WHEN_STOPPING,
 )
@@ -45,7 +47,11 @@ class Worker:
       queues: Canonical queue names to consume; all queues when empty or ``None``.
       worker_timeout: How long (ms) threads wait for work before checking whether to stop.
       worker_threads: How many threads run actors.
-      queue_prefetch: Unacknowledged messages per queue (default: twice the threads).
+      queue_prefetch: Unacknowledged messages per queue. When neither this nor the environment
+        sets it, prefetch adapts: consumers take what idle threads will start, plus a buffer of
+        up to as many messages as there are threads when tasks are short (see
+        :class:`~greenroom._capacity.Capacity`), so a busy process leaves messages to processes
+        with idle threads. A value given here (or in the environment) is used as it is.
       delay_prefetch: Unacknowledged delayed messages per delay queue (default: 1000 × threads).
     """
 
@@ -65,13 +71,18 @@ class Worker:
         # Values not given here come from the environment (greenroom._settings), then the defaults.
         self.worker_timeout = worker_timeout or _settings.worker_timeout_ms() or 1000
         self.worker_threads = worker_threads
-        self.queue_prefetch = queue_prefetch or _settings.queue_prefetch() or min(2 * worker_threads, 65535)
+        fixed_prefetch = queue_prefetch or _settings.queue_prefetch()
+        self.queue_prefetch = fixed_prefetch or min(2 * worker_threads, 65535)
         self.delay_prefetch = delay_prefetch or _settings.delay_queue_prefetch() or min(1000 * worker_threads, 65535)
         self.restart_delay_ms = _settings.restart_delay_ms() or DEFAULT_RESTART_DELAY_MS
         #: Queue name → its consumer thread; written by whichever thread declares a queue, under _lock.
         self.consumers: dict[str, ConsumerThread] = {}
         self.workers: list[WorkerThread] = []
         self.work_queue: PriorityQueue[_WorkItem] = PriorityQueue()
+        #: What this process can use: consumers take no more than its idle threads and a buffer.
+        self.capacity = Capacity(worker_threads, self.work_queue, self.queue_prefetch - worker_threads)
+        #: Whether consumers follow the capacity (no fixed prefetch was asked for).
+        self.adaptive_prefetch = not fixed_prefetch
         self._lock = threading.Lock()
         self._started = False
 
@@ -98,12 +109,15 @@ class Worker:
                 work_queue=self.work_queue,
                 worker_timeout=self.worker_timeout,
                 restart_delay_ms=self.restart_delay_ms,
+                demand=self.capacity if self.adaptive_prefetch else None,
             )
             consumer.start()
             self.consumers[queue_name] = consumer
 
     def _add_worker(self) -> None:
-        worker = WorkerThread(broker=self.broker, work_queue=self.work_queue, worker_timeout=self.worker_timeout)
+        worker = WorkerThread(
+            broker=self.broker, work_queue=self.work_queue, worker_timeout=self.worker_timeout, capacity=self.capacity
+        )
         worker.start()
         self.workers.append(worker)
 
@@ -203,12 +217,14 @@ class WorkerThread(_PausableThread):
         broker: Broker,
         work_queue: PriorityQueue[_WorkItem],
         worker_timeout: int,
+        capacity: Capacity | None = None,
     ) -> None:
         super().__init__(name="WorkerThread")
         self.logger = get_logger(__name__, "WorkerThread")
         self.broker = broker
         self.work_queue = work_queue
         self.timeout_s = worker_timeout / 1000
+        self.capacity = capacity
 
     def run(self) -> None:
         self.broker.emit_after("worker_thread_boot", self)
@@ -239,6 +255,9 @@ class WorkerThread(_PausableThread):
         through it, whatever queue name its payload claims.
         """
         broker = self.broker
+        started_s = time.monotonic()
+        if self.capacity is not None:
+            self.capacity.started()
         try:
             if actor is None:
                 actor = broker.get_actor(message.actor_name)
@@ -264,6 +283,9 @@ class WorkerThread(_PausableThread):
                 )
             broker.emit_after("process_message", message, result=result)
         finally:
+            # Counted as done before the ack: the ack wakes a consumer waiting for room.
+            if self.capacity is not None:
+                self.capacity.finished(time.monotonic() - started_s)
             if consumer is not None:
                 consumer.post_process_message(message)
             else:

@@ -360,12 +360,12 @@ def test_connection_settings_forms() -> None:
     listed = RabbitmqBroker(url=["amqp://host1", "amqp://host2"])
     assert [p.host for p in listed.parameters] == ["host1", "host2"]
     dicts = RabbitmqBroker(parameters=[{"host": "h1", "port": 1}, {"host": "h2"}])
-    assert [(p.host, p.port) for p in dicts._parameters] == [("h1", 1), ("h2", 5672)]
+    assert [(p.host, p.port) for p in dicts.parameters] == [("h1", 1), ("h2", 5672)]
     keywords = RabbitmqBroker(host="h3", heartbeat=5)
-    assert (keywords._parameters[0].host, keywords._parameters[0].heartbeat) == ("h3", 5)
+    assert (keywords.parameters[0].host, keywords.parameters[0].heartbeat) == ("h3", 5)
     from_env = broker_from_url("amqps://u:p@h4:5000/%2F")  # greenroom_broker_url; connects lazily
     assert isinstance(from_env, RabbitmqBroker)
-    assert (from_env._parameters[0].host, from_env._parameters[0].port) == ("h4", 5000)
+    assert (from_env.parameters[0].host, from_env.parameters[0].port) == ("h4", 5000)
 
 
 def test_url_failover_to_the_next_server(make_broker: Callable[..., RabbitmqBroker], queue_name: str) -> None:

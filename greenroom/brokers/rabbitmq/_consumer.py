@@ -53,8 +53,6 @@ class _ConsumerBroker(Protocol):
         ...
 
 
-
-
 class _RabbitmqConsumer(Consumer):
     """Consumes one queue on a connection of its own.
 
@@ -82,18 +80,40 @@ class _RabbitmqConsumer(Consumer):
         self._requests: deque[tuple[_Action, int]] = deque()
         self._wake_scheduled = self._cancelled = self._closed = False
         self._owner = threading.get_ident()
+        self.prefetch = min(max(prefetch, 1), MAX_PREFETCH)
+        #: The prefetch count the channel has now; 0 until consuming starts, at the first __next__
+        #: (by then the worker has set :attr:`demand`, which may ask for fewer).
+        self._qos = 0
         self._connection = connections.open()
         try:
             with _translate_pika_errors(f"consuming {queue_name!r}"):
                 self._channel = self._connection.channel()
-                self._channel.basic_qos(prefetch_count=min(max(prefetch, 1), MAX_PREFETCH))
-                self._channel.add_on_cancel_callback(self._on_cancel)
-                self._channel.basic_consume(queue_name, self._on_delivery)
-        except ConnectionClosed as exc:
-            if _is_missing_queue(exc):
-                broker.queues_pending.add(q_name(queue_name))  # deleted since it was declared
+        except ConnectionClosed:
             connections.discard(self._connection)
             raise
+
+    def _start(self) -> None:
+        """Set the prefetch count and start consuming (RabbitMQ starts pushing at once)."""
+        try:
+            with _translate_pika_errors(f"consuming {self.queue_name!r}"):
+                self._apply_prefetch()
+                self._channel.add_on_cancel_callback(self._on_cancel)
+                self._channel.basic_consume(self.queue_name, self._on_delivery)
+        except ConnectionClosed as exc:
+            if _is_missing_queue(exc):
+                self.broker.queues_pending.add(q_name(self.queue_name))  # deleted since it was declared
+            raise
+
+    def _apply_prefetch(self) -> None:
+        """Keep at most as many unacknowledged messages as the worker process wants in hand.
+
+        ``demand.limit()`` changes only when the typical task duration does, so this rarely
+        costs a round trip.
+        """
+        wanted = self.prefetch if self.demand is None else min(self.prefetch, max(1, self.demand.limit()))
+        if wanted != self._qos:
+            self._channel.basic_qos(prefetch_count=wanted)
+            self._qos = wanted
 
     def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         with self._lock:
@@ -112,6 +132,11 @@ class _RabbitmqConsumer(Consumer):
 
     def __next__(self) -> MessageProxy | None:
         self._owner = threading.get_ident()
+        if not self._qos:
+            self._start()
+        elif self.demand is not None:
+            with _translate_pika_errors(f"consuming {self.queue_name!r}"):
+                self._apply_prefetch()
         self._run_requests()
         if not self._deliveries:
             self._check_open()

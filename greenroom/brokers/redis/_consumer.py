@@ -114,11 +114,11 @@ class RedisConsumer(Consumer):
                 if proxy is not None:
                     return proxy
             with self._cond:
-                room = self.prefetch - len(self._handed)
+                room = self._room()
                 if room <= 0:
                     # Full: wait for an ack to free a slot rather than polling Redis.
                     self._cond.wait(deadline.remaining_s())
-                    if self.prefetch - len(self._handed) <= 0:
+                    if self._room() <= 0:
                         return None
                     continue
             if self._empty_rounds < _OWN_ROUNDS or self._nudged.is_set():
@@ -142,6 +142,12 @@ class RedisConsumer(Consumer):
             wait_s = 0.0
             self.storage.idle_waiter.subscribe(self)
             self._nudged.wait(remaining_s)
+
+    def _room(self) -> int:
+        """How many messages to fetch now: within ``prefetch``, and what the worker process can use."""
+        room = self.prefetch - len(self._handed)
+        demand = self.demand
+        return room if demand is None else min(room, demand.room())
 
     def nudge(self) -> None:
         """Fetch again: the queue may hold messages (the broker's IdleWaiter calls this from its thread)."""

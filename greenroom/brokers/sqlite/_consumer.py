@@ -100,12 +100,20 @@ class SQLiteConsumer(Consumer):
             if self._buffer:
                 return self._buffer.popleft()
             now_s = time.monotonic()
-            free = self.prefetch - self._held
+            free = self._room()
             if free > 0 and self._should_fetch(now_s) and self._fetch(free):
                 continue
+            if free <= 0 < self.prefetch - self._held:
+                self._next_check_s = 0.0  # held back by the worker's demand: look as soon as it has room
             if now_s >= deadline_s:
                 return None
             self._wait(free, deadline_s)
+
+    def _room(self) -> int:
+        """How many rows to lease now: within ``prefetch``, and what the worker process can use."""
+        free = self.prefetch - self._held
+        demand = self.demand
+        return free if demand is None else min(free, demand.room())
 
     def _should_fetch(self, now_s: float) -> bool:
         """Whether to look at the queue: a row was released, it may have new work, or it is time."""
