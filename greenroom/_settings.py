@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_SQLITE_PATH",
     "GROUP_CALLBACK_BARRIER_TTL_ENV",
     "PROMETHEUS_MULTIPROC_ENV",
+    "TREE_ID_ENV",
     "broker_url",
     "dead_message_ttl_ms",
     "delay_queue_prefetch",
@@ -30,6 +31,7 @@ __all__ = [
     "prometheus_multiproc_dir",
     "queue_prefetch",
     "restart_delay_ms",
+    "tree_id",
     "worker_timeout_ms",
 ]
 
@@ -37,6 +39,9 @@ __all__ = [
 BROKER_URL_ENV = "greenroom_broker_url"
 #: Deprecated override of ``GroupCallbacks(barrier_ttl=...)`` (kept for Dramatiq compatibility).
 GROUP_CALLBACK_BARRIER_TTL_ENV = "greenroom_group_callback_barrier_ttl"
+#: Set by the ``greenroom`` command for its worker processes: processes with the same value share
+#: per-actor concurrency slots (``max_concurrency``).
+TREE_ID_ENV = "greenroom_tree_id"
 #: Where the default SQLite broker, results backend and rate-limiter backend keep their database:
 #: relative to the working directory, so that a producer and a worker started from the same
 #: project directory share it.
@@ -127,6 +132,11 @@ def prom_host() -> str | None:
 def prom_port() -> int | None:
     """``greenroom_prom_port``: the port the metrics server listens on."""
     return getenv_int("greenroom_prom_port")
+
+
+def tree_id() -> str | None:
+    """Which ``greenroom`` process tree this process belongs to, if the command started it."""
+    return os.environ.get(TREE_ID_ENV) or None
 
 
 def prometheus_multiproc_dir() -> str | None:

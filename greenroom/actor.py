@@ -162,6 +162,9 @@ def _make_actor(
         raise ValueError(
             f"The following actor options are undefined: {names}. Did you forget to add a middleware to your broker?"
         )
+    limit = options.get("max_concurrency")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, not {limit!r}")
     return actor_class(
         fn,
         actor_name=actor_name or fn.__name__,

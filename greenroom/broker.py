@@ -78,6 +78,10 @@ class ActorLike(Protocol):
     ) -> Message[Any]: ...
 
 
+#: Actor options the worker honours without any middleware.
+WORKER_ACTOR_OPTIONS = frozenset({"max_concurrency"})
+
+
 def get_broker() -> Broker:
     """The global broker, created on first use when none was set.
 
@@ -119,6 +123,8 @@ class Broker(MiddlewareHost, abc.ABC):
         if middleware is None:
             middleware = _globals.build_default_middleware()
         super().__init__(middleware, get_logger(__name__, type(self)))
+        #: Options the worker itself honours (``max_concurrency``: see :class:`~greenroom.Worker`).
+        self.actor_options |= WORKER_ACTOR_OPTIONS
 
     def _replay_declarations(self, middleware: MiddlewareLike) -> None:
         """Call the declaration hooks of a middleware added late for the actors and queues declared before it."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _settings
 from ._capacity import Capacity
+from ._concurrency import ConcurrencyLimits, Slot
 from ._consumer_thread import (
     ACK_ATTEMPTS_WHEN_STOPPING as ACK_ATTEMPTS_WHEN_STOPPING,
 )
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from .broker import ActorLike, Broker, MessageProxy
 
 __all__ = ["ConsumerThread", "Worker", "WorkerThread"]
+
+
+#: What WorkerThread._enter returns for a message parked until its actor has a free slot.
+_PARKED = object()
 
 
 class Worker:
@@ -83,6 +88,8 @@ class Worker:
         self.capacity = Capacity(worker_threads, self.work_queue, self.queue_prefetch - worker_threads)
         #: Whether consumers follow the capacity (no fixed prefetch was asked for).
         self.adaptive_prefetch = not fixed_prefetch
+        #: Slots of actors with ``max_concurrency``, shared by the processes of a ``greenroom`` tree.
+        self.limits = ConcurrencyLimits(self.work_queue, _settings.tree_id())
         self._lock = threading.Lock()
         self._started = False
 
@@ -116,7 +123,11 @@ class Worker:
 
     def _add_worker(self) -> None:
         worker = WorkerThread(
-            broker=self.broker, work_queue=self.work_queue, worker_timeout=self.worker_timeout, capacity=self.capacity
+            broker=self.broker,
+            work_queue=self.work_queue,
+            worker_timeout=self.worker_timeout,
+            capacity=self.capacity,
+            limits=self.limits,
         )
         worker.start()
         self.workers.append(worker)
@@ -172,10 +183,13 @@ class Worker:
         # used up the budget, so none is still fetching when the messages are handed back.
         join_all(consumers, timeout_ms=max(_remaining_ms(deadline), self.worker_timeout + 1000))
 
+        self.limits.stop()
         by_consumer: defaultdict[ConsumerThread, list[MessageProxy]] = defaultdict(list)
         for _, _, message, _, consumer in iter_queue(self.work_queue):
             by_consumer[consumer].append(message)
             self.work_queue.task_done()
+        for _, _, message, _, consumer in self.limits.take_parked():
+            by_consumer[consumer].append(message)
         for consumer, messages in by_consumer.items():
             self.logger.debug("Handing %d unprocessed messages back to %r.", len(messages), consumer.queue_name)
             consumer.requeue_messages(messages)
@@ -198,8 +212,13 @@ class Worker:
                 queues.append(self.work_queue)
                 for queue in queues:
                     join_queue(queue, timeout_s=deadline.remaining_s())
-                if all(queue.unfinished_tasks == 0 for queue in queues):
+                if all(queue.unfinished_tasks == 0 for queue in queues) and not self.limits.parked:
                     return
+                if self.limits.parked:
+                    wait_for_parked_s = min(0.05, deadline.remaining_s() or 0.0)
+                    if deadline.expired():
+                        raise QueueJoinTimeout("parked messages")
+                    time.sleep(wait_for_parked_s)
         except QueueJoinTimeout as exc:
             raise TimeoutError("worker did not become idle in time") from exc
 
@@ -218,6 +237,7 @@ class WorkerThread(_PausableThread):
         work_queue: PriorityQueue[_WorkItem],
         worker_timeout: int,
         capacity: Capacity | None = None,
+        limits: ConcurrencyLimits | None = None,
     ) -> None:
         super().__init__(name="WorkerThread")
         self.logger = get_logger(__name__, "WorkerThread")
@@ -225,6 +245,7 @@ class WorkerThread(_PausableThread):
         self.work_queue = work_queue
         self.timeout_s = worker_timeout / 1000
         self.capacity = capacity
+        self.limits = limits
 
     def run(self) -> None:
         self.broker.emit_after("worker_thread_boot", self)
@@ -235,16 +256,35 @@ class WorkerThread(_PausableThread):
                 continue
             self.paused_event.clear()
             try:
-                _, _, message, actor, consumer = self.work_queue.get(timeout=self.timeout_s)
+                item = self.work_queue.get(timeout=self.timeout_s)
             except Empty:
+                continue
+            _, _, message, actor, consumer = item
+            slot = self._enter(actor, item)
+            if slot is _PARKED:
+                self.work_queue.task_done()
                 continue
             try:
                 self.process_message(message, actor, consumer)
             except BaseException:
                 self.logger.error("Unexpected error after processing message %r.", message.message_id, exc_info=True)
             finally:
+                if slot is not None:
+                    self.limits.leave(actor.actor_name, slot)  # type: ignore[union-attr]
                 self.work_queue.task_done()
         self.broker.emit_before("worker_thread_shutdown", self)
+
+    def _enter(self, actor: ActorLike, item: _WorkItem) -> Slot | None:
+        """A slot of the actor's ``max_concurrency``; None when it has no limit; ``_PARKED`` when
+        every slot is taken (the item is parked and this thread takes other work)."""
+        limit = actor.options.get("max_concurrency")
+        if self.limits is None or limit is None:
+            return None
+        slot = self.limits.enter(actor.actor_name, limit)
+        if slot is None:
+            self.limits.park(actor.actor_name, item)
+            return _PARKED
+        return slot
 
     def process_message(
         self, message: MessageProxy, actor: ActorLike | None = None, consumer: ConsumerThread | None = None

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from .. import __version__
+from .. import __version__, _settings
 from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode, StartupError
@@ -44,6 +44,8 @@ def main(args: argparse.Namespace | None = None) -> int:
       The exit code (see :class:`ExitCode`).
     """
     options = parse_args(args)
+    # The worker processes of this tree share max_concurrency slots (a HUP re-exec keeps the pid).
+    os.environ[_settings.TREE_ID_ENV] = str(os.getpid())
     try:
         output = prepare_environment(options)
     except StartupError as exc:
