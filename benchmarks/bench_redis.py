@@ -1,6 +1,6 @@
 """greenroom vs Dramatiq on the same Redis, side by side (run by hand, not in CI).
 
-    .venv/bin/python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/0] [--messages 10000]
+    .venv/bin/python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/0] [--messages 10000] [--track]
 
 Measures, for each library with its default middleware and a unique namespace:
 
@@ -19,6 +19,7 @@ Every key the benchmark writes is deleted at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from typing import Any
@@ -35,13 +36,21 @@ from _common import (
     print_table,
 )
 
+#: Set to "1" (by ``--track``) to measure greenroom with job tracking on.
+TRACK_ENV = "GREENROOM_BENCH_TRACK"
+
 
 def make_broker(system: str, url: str, namespace: str) -> Any:
     """A Redis broker of ``system`` with its default middleware."""
     if system == "greenroom":
         from greenroom.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url, namespace=namespace)
+        broker = RedisBroker(url=url, namespace=namespace)
+        if os.environ.get(TRACK_ENV) == "1":
+            from greenroom.jobs import JobTracking
+
+            broker.add_middleware(JobTracking())
+        return broker
     from dramatiq.brokers.redis import RedisBroker as DramatiqRedisBroker
 
     return DramatiqRedisBroker(url=url, namespace=namespace)
@@ -82,7 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--messages", type=int, default=10000)
+    parser.add_argument("--track", action="store_true", help="greenroom with JobTracking (job status) installed")
     args = parser.parse_args()
+    if args.track:
+        os.environ[TRACK_ENV] = "1"  # read by make_broker here and in the worker subprocesses
     ours = measure("greenroom", args.url, args.messages)
     theirs = measure("dramatiq", args.url, args.messages)
     ours["enqueue"], theirs["enqueue"] = measure_send(args.url, args.messages)
