@@ -318,5 +318,15 @@ class Broker(MiddlewareHost, abc.ABC):
                 raise QueueJoinTimeout(queue_name)
             wait(deadline.left_s(interval_s))
 
+    def recover_process(self, host: str, pid: int) -> int:
+        """Return at once what a worker process that died held (unacknowledged messages) to its queues.
+
+        The ``greenroom`` command calls it when it sees a worker process die, so that its messages
+        do not wait for a heartbeat or lease timeout. The default does nothing and returns 0: a
+        broker whose server notices a dead consumer itself (RabbitMQ closes its connection) needs
+        nothing more. Returns how many holders (or messages) were released.
+        """
+        return 0
+
     def close(self) -> None:
         """Release connections and files. The broker may be used again afterwards."""

@@ -6,7 +6,9 @@ This module is public API: third-party brokers written for Dramatiq import ``com
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from queue import Empty, Queue
@@ -17,6 +19,7 @@ from .errors import QueueJoinTimeout
 
 __all__ = [
     "Deadline",
+    "process_tag",
     "compute_backoff",
     "current_millis",
     "dead_letter_reason",
@@ -98,6 +101,11 @@ class Deadline:
     def expired(self) -> bool:
         """Whether the deadline has passed."""
         return self.at_s is not None and time.monotonic() >= self.at_s
+
+
+def process_tag(pid: int | None = None) -> str:
+    """``host:pid`` of this process (or of ``pid`` on this host): how brokers name who holds a message."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def current_millis() -> int:

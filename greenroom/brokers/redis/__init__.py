@@ -241,6 +241,16 @@ class RedisBroker(DramatiqCommands, Broker):
             state.heartbeat.stop()
             state.storage.close()
 
+    def recover_process(self, host: str, pid: int) -> int:
+        """Return the unsettled messages of a dead worker process to their queues now, rather than
+        after ``heartbeat_timeout``: its heartbeats are marked dead and the next beat of a live
+        worker (this one's within a beat interval) recovers them. Returns how many broker ids of
+        that process were found."""
+        state = self._process.get()
+        found = state.storage.mark_dead(f"{host}:{pid}")
+        state.heartbeat.wake()
+        return found
+
     def beat(self, *, retire: bool = False) -> int:
         """Heartbeat, recover dead workers' messages, purge old dead letters; returns how many recovered.
 

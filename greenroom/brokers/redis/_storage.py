@@ -21,7 +21,7 @@ import redis
 from redis.exceptions import NoScriptError
 
 from ..._redis import ReplyWait, translate_broker_errors
-from ...common import Deadline
+from ...common import Deadline, process_tag
 from ...errors import BrokerError, ConnectionClosed
 from ...message import generate_unique_id
 from ...threading import interrupts_deferred
@@ -56,7 +56,7 @@ class RedisStorage:
         self.retry_timeout_s = retry_timeout_s
         self.scripts = scripts
         #: Who holds what, in heartbeats and ack sets.
-        self.broker_id = str(uuid.uuid4())
+        self.broker_id = f"{process_tag()}:{uuid.uuid4().hex}"
         self.keys = KeySpace(prefix, self.broker_id)
         self._local = threading.local()  # a connection per thread, outside the pool: no checkouts
         self._threads_conns: weakref.WeakKeyDictionary[Any, threading.Thread] = weakref.WeakKeyDictionary()
@@ -214,6 +214,15 @@ class RedisStorage:
             if self._settle_conn is None:
                 self._settle_conn = self.new_connection()
             self.run_script("settle", self.keys.queue(queue_name), args, retry=retry, conn=self._settle_conn)
+
+    def mark_dead(self, process: str) -> int:
+        """Make every broker id of ``process`` (``host:pid``) look dead to the next heartbeat of any
+        live worker, which then returns its unsettled messages; how many ids were marked."""
+        prefix = f"{process}:".encode()
+        ids = [wid for wid in self.execute("ZRANGE", self.keys.heartbeats, 0, -1) if wid.startswith(prefix)]
+        if ids:
+            self.execute("ZADD", self.keys.heartbeats, "XX", *[part for wid in ids for part in (0, wid)])
+        return len(ids)
 
     def hand_back_later(self, queue_name: str, redis_ids: Iterable[bytes]) -> None:
         """Remember fetched messages to hand back once Redis can be reached (by the heartbeat)."""

@@ -151,6 +151,11 @@ class SQLiteBroker(Broker):
         """The oldest ``limit`` dead letters of a queue, with the reason each was dead-lettered."""
         return self._storage.dead_letters(queue_name, limit)
 
+    def recover_process(self, host: str, pid: int) -> int:
+        """Release the leases of a dead worker process now, rather than after ``lease_ms``: its
+        messages are delivered again at once. Returns how many rows it held."""
+        return self._storage.unlease_process(f"{host}:{pid}")
+
     def close(self) -> None:
         """Stop the lease keeper and the change watcher, and close this process's connections.
 

@@ -6,8 +6,6 @@ The consumer talks to the database through :class:`SQLiteStorage`, is woken by t
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import uuid
@@ -16,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ...broker import Consumer, MessageProxy, decode_message
-from ...common import current_millis, dead_letter_reason
+from ...common import current_millis, dead_letter_reason, process_tag
 from ...errors import DecodeError
 from ...message import Message
 from ._storage import SQLiteStorage
@@ -72,7 +70,7 @@ class SQLiteConsumer(Consumer):
         self.prefetch = max(1, prefetch)
         self.timeout_s = timeout_ms / 1000
         #: Names this consumer's leases in the database; host and pid tell an operator who holds a row.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = f"{process_tag()}:{uuid.uuid4().hex[:12]}"
         #: Leased messages not handed out yet; only the consumer thread touches it.
         self._buffer: deque[_SQLiteMessageProxy] = deque()
         #: Rows leased and not yet acked, nacked or requeued (buffered ones included). The

@@ -144,6 +144,20 @@ class SQLiteStorage:
         """Make rows ``owner`` still holds visible again at once."""
         self._in_chunks(_UNLEASE, row_ids, owner)
 
+    def unlease_process(self, process: str) -> int:
+        """Make every row leased by a consumer of ``process`` (``host:pid``) visible again; how many."""
+        pattern = process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
+
+        def operation(conn: sqlite3.Connection) -> int:
+            query = (
+                "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0"
+                " WHERE lease_owner LIKE ? ESCAPE '\\'"
+            )
+            return conn.execute(query, (pattern,)).rowcount
+
+        released: int = self.db.write(operation)
+        return released
+
     def renew(self, owners: list[str], until_ms: int) -> None:
         """Extend the leases of every row the ``owners`` hold to ``until_ms``."""
         self._in_chunks(_RENEW, owners, until_ms)
