@@ -20,6 +20,8 @@ from typing import Any
 
 LATENCY_RATE = 100
 LATENCY_COUNT = 500
+#: The Redis that the "one round trip" tasks talk to (the shared local server).
+IO_REDIS_URL = "redis://127.0.0.1:6379/0"
 SYSTEMS = ("greenroom", "dramatiq")
 QUEUE = "bench"
 
@@ -71,11 +73,20 @@ def child(make_broker: MakeBroker, argv: Sequence[str], *, namespace_is_queue: b
     """
     system, target, namespace, mode, count_text = argv
     count = int(count_text)
+    io_client = io_key = None
+    if mode == "drain-io":
+        # A task like many real ones: one round trip to Redis through its own client.
+        import redis
+
+        io_client = redis.Redis.from_url(IO_REDIS_URL)
+        io_key = f"{namespace}:io"
     done = threading.Event()
     lock = threading.Lock()
     state: dict[str, Any] = {"n": 0, "first": None, "last": None, "latencies": []}
 
     def noop(sent_at: float = 0.0) -> None:
+        if io_client is not None:
+            io_client.incr(io_key)
         now = time.time()
         with lock:
             if state["first"] is None:
@@ -104,7 +115,9 @@ def child(make_broker: MakeBroker, argv: Sequence[str], *, namespace_is_queue: b
     # Drain: the last message has started; let its ack land before reporting.
     time.sleep(0.2)
     report: dict[str, Any] = {"rss_mb": peak_rss_mb()}
-    if mode == "drain":
+    if io_client is not None:
+        io_client.delete(io_key)
+    if mode in ("drain", "drain-io"):
         report["rate"] = count / max(1e-9, state["last"] - state["first"])
     else:
         latencies = sorted(state["latencies"])
@@ -245,6 +258,9 @@ def measure_system(
         noop.send()
     drained = finish(spawn(script, system, target, namespace, "drain", count))
     results["drain"] = drained["rate"]
+    for _ in range(count):
+        noop.send()
+    results["drain_io"] = finish(spawn(script, system, target, namespace, "drain-io", count))["rate"]
 
     proc = spawn(script, system, target, namespace, "latency", latency_count)
     time.sleep(0.5)
@@ -270,6 +286,7 @@ STANDARD_ROWS = [
     ("batch enqueue (msg/s)", "batch", True),
     ("group(...).run() (msg/s)", "group", True),
     ("drain, 1 proc x 8 threads (msg/s)", "drain", True),
+    ("drain, task = 1 Redis round trip (msg/s)", "drain_io", True),
     (f"latency p50 @ {LATENCY_RATE}/s (ms)", "p50", False),
     (f"latency p99 @ {LATENCY_RATE}/s (ms)", "p99", False),
     ("worker peak RSS (MB)", "rss", False),
