@@ -73,7 +73,7 @@ class Actor(Generic[P, R]):
         options: dict[str, Any],
     ) -> None:
         if actor_name in broker.actors:
-            raise ValueError(f"An actor named {actor_name!r} is already registered.")
+            raise ValueError(f"an actor named {actor_name!r} is already registered on this broker; pick another name")
         self.logger = get_logger(getattr(fn, "__module__", None) or "_", actor_name)
         if inspect.iscoroutinefunction(fn):
             from .asyncio import async_to_sync

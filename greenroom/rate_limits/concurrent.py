@@ -22,7 +22,7 @@ class ConcurrentRateLimiter(RateLimiter):
     """
 
     def __init__(self, backend: RateLimiterBackend, key: str, *, limit: int = 1, ttl: int = 900000) -> None:
-        assert limit >= 1, "limit must be positive"
+        assert limit >= 1, f"a concurrent limiter admits at least 1 holder, not {limit}"
         super().__init__(backend, key)
         self.limit = limit
         self.ttl = ttl

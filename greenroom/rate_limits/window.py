@@ -23,8 +23,7 @@ class WindowRateLimiter(RateLimiter):
     """
 
     def __init__(self, backend: RateLimiterBackend, key: str, *, limit: int = 1, window: int = 1) -> None:
-        assert limit >= 1, "limit must be positive"
-        assert window >= 1, "window must be positive"
+        assert limit >= 1 and window >= 1, f"a window limiter admits at least 1 in at least 1 s, not {limit} in {window}"
         super().__init__(backend, key)
         self.limit = limit
         self.window = window
