@@ -117,7 +117,9 @@ class JobTracking(Middleware):
 
     # -- producers ------------------------------------------------------------------------------
 
-    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        # Written before the message is published, never after: a worker may take it, and record
+        # that it runs, before a write made after the publish would land (and undo that).
         if not self.tracks(broker, message):
             return
         run = _current.get()
@@ -176,7 +178,7 @@ class JobTracking(Middleware):
         """The actor is done: stop watching for its cancellation (its progress is written at the end).
 
         The run stays current until the message is settled: a retry the Retries middleware enqueues
-        after this hook is recognised as one by :meth:`after_enqueue`.
+        after this hook is recognised as one by :meth:`before_enqueue`.
         """
         run = getattr(self._local, "run", None)
         if run is not None and run.message_id == message.message_id:
