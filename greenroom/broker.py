@@ -20,6 +20,7 @@ from . import _globals
 from ._consuming import MAX_PAYLOAD_BYTES, Consumer, MessageProxy, decode_message
 from ._hooks import MiddlewareLike
 from ._middleware_host import MiddlewareHost, QueueListener
+from ._operations import DeadLetter, QueueCounts, QueueOperations
 from ._types import ResultBackendLike
 from .common import Deadline, current_millis, dq_name, q_name
 from .errors import ActorNotFound, QueueJoinTimeout, QueueNotFound
@@ -31,7 +32,9 @@ __all__ = [
     "ActorLike",
     "Broker",
     "Consumer",
+    "DeadLetter",
     "MessageProxy",
+    "QueueCounts",
     "QueueListener",
     "decode_message",
     "get_broker",
@@ -98,14 +101,17 @@ def set_broker(broker: Broker) -> None:
     _globals.set_broker(broker)
 
 
-class Broker(MiddlewareHost, abc.ABC):
+class Broker(QueueOperations, MiddlewareHost, abc.ABC):
     """Base class for brokers.
 
     Subclasses implement the primitives: :meth:`_publish` (store one encoded message),
     :meth:`consume`, :meth:`flush`, :meth:`flush_all` and :meth:`queue_is_empty`. The base class
     owns actor and queue bookkeeping, middleware dispatch, the :meth:`enqueue` template (delay,
     hooks, encoding) and :meth:`join`; decoding and the bad-payload policy are
-    :func:`decode_message`'s.
+    :func:`decode_message`'s. The operations API (:meth:`get_queue_counts`,
+    :meth:`get_dead_letters`, :meth:`requeue_dead_letters`, :meth:`purge_dead_letters`) comes from
+    :class:`~greenroom._operations.QueueOperations`: brokers implement it, and without an
+    implementation it raises :class:`NotImplementedError`.
 
     Parameters:
       middleware: The middleware to install. ``None`` installs one instance of each default
@@ -215,7 +221,9 @@ class Broker(MiddlewareHost, abc.ABC):
         The template every greenroom broker follows: :meth:`_address` picks the queue (a delayed
         message goes to ``<queue>.DQ`` with an ``eta`` option) and checks that it is declared,
         ``before_enqueue`` hooks run, the message is encoded after them (a hook may add options),
-        :meth:`_publish` stores the payload, and ``after_enqueue`` hooks run.
+        :meth:`_publish` stores the payload, and ``after_enqueue`` hooks run. A broker that keeps unique
+        jobs may find the message's ``unique_key`` held by a message already there: ``_publish``
+        then returns that message, which ``enqueue`` returns instead (``after_enqueue`` does not run).
 
         Raises:
           QueueNotFound: When the queue was never declared (brokers that declare on demand do so).
@@ -223,7 +231,9 @@ class Broker(MiddlewareHost, abc.ABC):
         """
         message = self._address(message, delay)
         self.emit_before("enqueue", message, delay)
-        self._publish(message, message.encode())
+        already_there = self._publish(message, message.encode())
+        if already_there is not None:
+            return already_there
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -250,11 +260,13 @@ class Broker(MiddlewareHost, abc.ABC):
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
 
-    def _publish(self, message: Message[Any], payload: bytes) -> None:
+    def _publish(self, message: Message[Any], payload: bytes) -> Message[Any] | None:
         """Store the encoded ``message`` on ``message.queue_name``: the primitive :meth:`enqueue` calls.
 
-        Returns once the payload is as durable as the broker makes it. A broker that overrides
-        :meth:`enqueue` itself (as brokers written for Dramatiq do) need not implement this.
+        Returns once the payload is as durable as the broker makes it: ``None``, or the message
+        already there that holds the same unique key (the payload was not stored then). A broker
+        that overrides :meth:`enqueue` itself (as brokers written for Dramatiq do) need not
+        implement this.
         """
         raise NotImplementedError(f"{type(self).__name__} implements neither enqueue nor _publish")
 

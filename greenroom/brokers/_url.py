@@ -21,6 +21,8 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "amqp": ("greenroom.brokers.rabbitmq", "RabbitmqBroker", "rabbitmq"),
     "amqps": ("greenroom.brokers.rabbitmq", "RabbitmqBroker", "rabbitmq"),
     "memory": ("greenroom.brokers.stub", "StubBroker", None),
+    "postgresql": ("greenroom.brokers.postgres", "PostgresBroker", "postgres"),
+    "postgres": ("greenroom.brokers.postgres", "PostgresBroker", "postgres"),
 }
 
 

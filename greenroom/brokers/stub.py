@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from queue import Empty, Queue
 from typing import Any
 
+from .._operations import DeadLetter, QueueCounts, check_age, check_limit, message_id_of, requeue_payload, wanted_ids
 from ..broker import Broker, Consumer, MessageProxy, decode_message
-from ..common import Deadline, dq_name, iter_queue, join_queue, q_name
+from ..common import Deadline, current_millis, dead_letter_reason, dq_name, iter_queue, join_queue, q_name
 from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
@@ -22,7 +24,9 @@ class StubBroker(Broker):
     """A broker that keeps its queues in memory, in one process.
 
     ``queues`` maps each queue *and* delay queue name to a ``queue.Queue`` of encoded payloads.
-    Dead-lettered messages are kept in ``dead_letters_by_queue``.
+    Dead-lettered messages are kept in ``dead_letters_by_queue`` (by the queue they died on, a
+    delay queue included), through :attr:`graveyard`, which numbers and dates them for the
+    operations API.
 
     Parameters:
       middleware: As for :class:`~greenroom.Broker`.
@@ -33,6 +37,7 @@ class StubBroker(Broker):
         super().__init__(middleware=middleware)
         self.queues: dict[str, Queue[bytes]] = {}
         self.dead_letters_by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
+        self.graveyard = _Graveyard(self.dead_letters_by_queue)
         self.fail_fast_default = fail_fast_default
 
     @property
@@ -70,8 +75,9 @@ class StubBroker(Broker):
     def flush_all(self) -> None:
         for queue_name in self.queues:
             self.flush(queue_name)
-        for dead_letters in self.dead_letters_by_queue.values():
-            dead_letters.clear()
+        with self.graveyard.lock:
+            for dead_letters in self.dead_letters_by_queue.values():
+                dead_letters.clear()
 
     def queue_is_empty(self, queue_name: str) -> bool:
         """Whether every message put on the queue and its delay queue was acknowledged or dead-lettered."""
@@ -94,6 +100,46 @@ class StubBroker(Broker):
             for message in self.dead_letters_by_queue[queue_name]:
                 raise (message.exception or Exception("Message failed with unknown error")) from None
 
+    # -- operations (see greenroom._operations.QueueOperations) -------------------------------------
+
+    def get_queue_counts(self, queue_name: str) -> QueueCounts:
+        """How many messages of a queue are ready, delayed, in progress and dead.
+
+        Delayed: on the delay queue or held by a worker until their eta; in progress: taken from
+        the queue and neither acknowledged nor dead-lettered yet. Raises ``QueueNotFound`` for a
+        queue never declared.
+        """
+        name = self._known(queue_name)
+        queue, delayed = self.queues[name], self.queues[dq_name(name)]
+        ready = queue.qsize()
+        in_progress = max(0, queue.unfinished_tasks - ready)
+        return QueueCounts(ready, delayed.unfinished_tasks, in_progress, self.graveyard.count(name))
+
+    def get_dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of a queue (its delay queue's included), oldest first."""
+        return self.graveyard.listing(self._known(queue_name), check_limit(limit))
+
+    def requeue_dead_letters(self, queue_name: str, message_ids: Iterable[str] | None = None) -> int:
+        """Put dead letters back on their queue (all of them for ``None``); returns how many."""
+        name = self._known(queue_name)
+        return self.graveyard.requeue(name, wanted_ids(message_ids), self.queues[name])
+
+    def purge_dead_letters(self, queue_name: str, *, older_than_ms: int | None = None) -> int:
+        """Forget the dead letters of a queue (those dead at least ``older_than_ms`` ms if given); how many."""
+        name = self._known(queue_name)
+        return self.graveyard.purge(name, current_millis() - check_age(older_than_ms))
+
+    def _known(self, queue_name: str) -> str:
+        """The canonical name of a declared queue.
+
+        Raises:
+          QueueNotFound: When it was never declared.
+        """
+        name = q_name(queue_name)
+        if name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return name
+
     def _wait_for_acks(self, queue_name: str, wait_s: float) -> None:
         """Wait up to ``wait_s`` for the queue, then its delay queue, to have every message settled."""
         deadline = Deadline.after_s(wait_s)
@@ -105,8 +151,97 @@ class StubBroker(Broker):
 
 
 class _StubMessageProxy(MessageProxy):
+    """A delivered message, with the payload it was read from and, once dead, its number and time."""
+
+    def __init__(self, message: Message[Any], payload: bytes) -> None:
+        super().__init__(message)
+        self.payload = payload
+        #: (number, epoch ms) given by the graveyard when the message is dead-lettered.
+        self.grave: tuple[int, int] | None = None
+
     def clear_exception(self) -> None:
         """Keep the exception, so ``join(fail_fast=True)`` can raise it."""
+
+
+def _dead_letter(queue_name: str, proxy: MessageProxy) -> DeadLetter:
+    """What the operations API shows of a dead-lettered proxy of ``queue_name`` or its delay queue."""
+    if isinstance(proxy, _StubMessageProxy) and proxy.grave is not None:
+        number, dead_at_ms = proxy.grave
+        payload = proxy.payload
+    else:  # a proxy the stub consumer did not make (nacked by hand): no number, no time
+        number, dead_at_ms = 0, 0
+        payload = proxy.message.encode()
+    exception = proxy.exception
+    reason = "the message failed" if exception is None else dead_letter_reason(exception)
+    return DeadLetter(number, queue_name, message_id_of(payload), payload, reason, dead_at_ms)
+
+
+class _Graveyard:
+    """The stub broker's dead letters: the lists of ``dead_letters_by_queue``, numbered and dated.
+
+    Consumers bury messages from worker threads while operations read and edit the lists from any
+    thread: ``lock`` guards the lists (edited in place, since consumers hold them) and the numbering.
+    """
+
+    def __init__(self, by_queue: defaultdict[str, list[MessageProxy]]) -> None:
+        self.by_queue = by_queue
+        self.lock = threading.Lock()
+        self._numbers = itertools.count(1)
+
+    def bury(self, dead_letters: list[MessageProxy], message: MessageProxy) -> None:
+        """Append a message to a queue's dead letters, numbered and dated."""
+        with self.lock:
+            if isinstance(message, _StubMessageProxy):
+                message.grave = (next(self._numbers), current_millis())
+            dead_letters.append(message)
+
+    def count(self, queue_name: str) -> int:
+        """How many dead letters a queue and its delay queue have."""
+        with self.lock:
+            return sum(len(self.by_queue.get(name, ())) for name in (queue_name, dq_name(queue_name)))
+
+    def listing(self, queue_name: str, limit: int) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of a queue and its delay queue."""
+        with self.lock:
+            return [letter for letter, _ in self._buried(queue_name)[:limit]]
+
+    def requeue(self, queue_name: str, message_ids: frozenset[str] | None, queue: Queue[bytes]) -> int:
+        """Put dead letters back on ``queue`` (before forgetting them); returns how many."""
+        with self.lock:
+            chosen = [
+                (letter, proxy)
+                for letter, proxy in self._buried(queue_name)
+                if message_ids is None or letter.message_id in message_ids
+            ]
+            with interrupts_deferred():  # a Queue torn by an interrupt would never join again
+                for letter, _ in chosen:
+                    queue.put(requeue_payload(letter.payload, queue_name))
+            self._forget(queue_name, {id(proxy) for _, proxy in chosen})
+        return len(chosen)
+
+    def purge(self, queue_name: str, dead_by_ms: int) -> int:
+        """Forget the dead letters that died at or before ``dead_by_ms``; returns how many."""
+        with self.lock:
+            doomed = [proxy for letter, proxy in self._buried(queue_name) if letter.dead_at_ms <= dead_by_ms]
+            self._forget(queue_name, {id(proxy) for proxy in doomed})
+        return len(doomed)
+
+    def _buried(self, queue_name: str) -> list[tuple[DeadLetter, MessageProxy]]:
+        """The dead letters of a queue and its delay queue, oldest first (under the lock)."""
+        buried = [
+            (_dead_letter(queue_name, proxy), proxy)
+            for name in (queue_name, dq_name(queue_name))
+            for proxy in self.by_queue.get(name, ())
+        ]
+        buried.sort(key=lambda pair: pair[0].id)
+        return buried
+
+    def _forget(self, queue_name: str, doomed: set[int]) -> None:
+        """Drop the proxies whose ``id()`` is in ``doomed`` from the lists (under the lock)."""
+        for name in (queue_name, dq_name(queue_name)):
+            dead_letters = self.by_queue.get(name)
+            if dead_letters:
+                dead_letters[:] = [proxy for proxy in dead_letters if id(proxy) not in doomed]
 
 
 class _StubConsumer(Consumer):
@@ -131,7 +266,7 @@ class _StubConsumer(Consumer):
             return None
         try:
             message = decode_message(payload, arrived_on=self.queue_name)
-            return _StubMessageProxy(message)
+            return _StubMessageProxy(message, payload)
         except DecodeError as exc:
             self._dead_letter_payload(payload, exc)
             self.prefetch.release()
@@ -147,11 +282,12 @@ class _StubConsumer(Consumer):
                 args=(),
                 kwargs={},
                 options={"dead_letter_reason": str(error), "payload": text[:1000]},
-            )
+            ),
+            payload,
         )
         poison.fail()
         poison.stuff_exception(error)
-        self.dead_letters.append(poison)
+        self.broker.graveyard.bury(self.dead_letters, poison)
         self.queue.task_done()
 
     def ack(self, message: MessageProxy) -> None:
@@ -159,7 +295,7 @@ class _StubConsumer(Consumer):
         self.prefetch.release()
 
     def nack(self, message: MessageProxy) -> None:
-        self.dead_letters.append(message)
+        self.broker.graveyard.bury(self.dead_letters, message)
         self.queue.task_done()
         self.prefetch.release()
 

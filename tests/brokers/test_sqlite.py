@@ -86,7 +86,7 @@ def test_constructor_opens_nothing_and_first_use_creates_a_versioned_schema(tmp_
     path.parent.mkdir()
     assert broker.get_queue_counts("default") == QueueCounts(0, 0, 0, 0)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     broker.close()

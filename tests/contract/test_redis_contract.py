@@ -9,11 +9,12 @@ import greenroom
 from greenroom.broker import Broker
 from greenroom.brokers.redis import RedisBroker
 from greenroom.testing.broker_contract import BrokerContract
+from greenroom.testing.unique_jobs_contract import UniqueJobsContract
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class TestRedisBrokerContract(BrokerContract):
+class TestRedisBrokerContract(BrokerContract, UniqueJobsContract):
     @pytest.fixture
     def broker(self, redis_namespace: str) -> Iterator[Broker]:
         broker = RedisBroker(url=REDIS_URL, namespace=redis_namespace)

@@ -10,9 +10,10 @@ import greenroom
 from greenroom.broker import Broker
 from greenroom.brokers.sqlite import SQLiteBroker, SQLiteSettings
 from greenroom.testing.broker_contract import BrokerContract
+from greenroom.testing.unique_jobs_contract import UniqueJobsContract
 
 
-class TestSQLiteBrokerContract(BrokerContract):
+class TestSQLiteBrokerContract(BrokerContract, UniqueJobsContract):
     @pytest.fixture
     def broker(self, tmp_path: Path) -> Iterator[Broker]:
         broker = SQLiteBroker(

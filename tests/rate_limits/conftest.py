@@ -8,9 +8,10 @@ import pytest
 
 from greenroom.rate_limits import RateLimiterBackend
 from greenroom.rate_limits.backends import SQLiteBackend, StubBackend
+from tests._postgres import postgres_backend
 from tests.conftest import check_memcached, redis_client_for
 
-BACKENDS = ["stub", "redis", "memcached", "sqlite"]
+BACKENDS = ["stub", "redis", "memcached", "sqlite", "postgres"]
 
 
 def make_rate_limiter_backend(name: str, tmp_path: Path) -> tuple[RateLimiterBackend, Callable[[], None]]:
@@ -26,6 +27,8 @@ def make_rate_limiter_backend(name: str, tmp_path: Path) -> tuple[RateLimiterBac
         namespace = f"greenroom-test-limits-{uuid.uuid4().hex}"
         client, cleanup = redis_client_for(namespace)
         return RedisBackend(client=client, namespace=namespace), cleanup
+    if name == "postgres":
+        return postgres_backend("rate_limits")
     if name == "memcached":
         from greenroom.rate_limits.backends import MemcachedBackend
 

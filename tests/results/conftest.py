@@ -8,9 +8,10 @@ import pytest
 
 from greenroom.results import ResultBackend
 from greenroom.results.backends import SQLiteBackend, StubBackend
+from tests._postgres import postgres_backend
 from tests.conftest import check_memcached, redis_client_for
 
-BACKENDS = ["stub", "redis", "memcached", "sqlite"]
+BACKENDS = ["stub", "redis", "memcached", "sqlite", "postgres"]
 
 
 def make_result_backend(name: str, tmp_path: Path) -> tuple[ResultBackend, Callable[[], None]]:
@@ -26,6 +27,8 @@ def make_result_backend(name: str, tmp_path: Path) -> tuple[ResultBackend, Calla
         namespace = f"greenroom-test-results-{uuid.uuid4().hex}"
         client, cleanup = redis_client_for(namespace)
         return RedisBackend(namespace=namespace, use_namespace_prefix_keys=True, client=client), cleanup
+    if name == "postgres":
+        return postgres_backend("results")
     if name == "memcached":
         from greenroom.results.backends import MemcachedBackend
 

@@ -20,8 +20,8 @@ can enqueue a message. For the queue ``default``:
 
 Publishing to a queue that does not exist yet silently drops the message (that is how the default
 exchange works): start a worker first, or declare the queue with exactly the arguments listed on
-:class:`RabbitmqBroker`. Bodies that are not a valid envelope are moved to ``default.XQ`` and the
-reason is logged at ERROR level.
+:class:`RabbitmqBroker`. Bodies that are not a valid envelope are moved to ``default.XQ``, with the
+reason in a header (see ``_dead_letters.py``), and logged at ERROR level.
 
 Publisher confirms (``confirm_delivery``)
 -----------------------------------------
@@ -45,13 +45,14 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pika
 import pika.exceptions
 
 from ... import _settings
+from ..._operations import DeadLetter, QueueCounts, check_age, check_limit, wanted_ids
 from ...broker import Broker, Consumer
 from ...common import dq_name, q_name, xq_name
 from ...errors import ConnectionClosed
@@ -65,6 +66,7 @@ from ._connections import Connections
 from ._consumer import MAX_PREFETCH as MAX_PREFETCH
 from ._consumer import _RabbitmqConsumer
 from ._consumer import _RabbitmqMessageProxy as _RabbitmqMessageProxy
+from ._dead_letters import DeadLetterQueue, dead_letter_properties
 from ._errors import _is_missing_queue, _translate_pika_errors
 
 __all__ = ["RabbitmqBroker"]
@@ -209,6 +211,8 @@ class RabbitmqBroker(Broker):
         #: Guards _consumers, touched by every consuming thread and by join.
         self._lock = threading.Lock()
         self._consumers: weakref.WeakSet[_RabbitmqConsumer] = weakref.WeakSet()
+        #: The operations API on q, q.DQ and q.XQ.
+        self._dead_letters = DeadLetterQueue(self._connections, self._declare_on_server, self.queues)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -326,9 +330,22 @@ class RabbitmqBroker(Broker):
             queue name is too long for RabbitMQ; nothing is published then.
           ConnectionClosed: When the message could not be published after several attempts.
         """
-        queue_name = message.queue_name
+        self._send(message.queue_name, payload, _properties(message))
+
+    def dead_letter(self, queue_name: str, body: bytes, reason: str) -> None:
+        """Publish a failed message's body on ``<queue>.XQ``, with the reason and the time in its headers.
+
+        Consumers call this before they acknowledge the message (see ``_dead_letters.py``), from the
+        thread that settles it, on that thread's producer connection.
+
+        Raises:
+          ConnectionClosed: When it could not be published after several attempts.
+        """
+        self._send(xq_name(queue_name), body, dead_letter_properties(queue_name, reason))
+
+    def _send(self, queue_name: str, payload: bytes, properties: Any) -> None:
+        """Publish on the default exchange, declaring the queue first if it is pending, retrying a few times."""
         canonical_name = q_name(queue_name)
-        properties = _properties(message)
         for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
             try:
                 # Inside an actor, an interrupt waits until the publish is done: pika's frames for
@@ -418,3 +435,36 @@ class RabbitmqBroker(Broker):
         """Whether ``q`` and ``q.DQ`` hold no ready message and this process's consumers none unacknowledged."""
         ready, delayed, _ = self.get_queue_message_counts(q_name(queue_name))
         return ready + delayed + self._unacked_count(q_name(queue_name)) == 0
+
+    # -- operations (see greenroom._operations.QueueOperations and _dead_letters.py) ----------------
+    # A queue is known when declared here (then created on the server if missing) or when q, q.DQ
+    # and q.XQ exist on the server; QueueNotFound otherwise.
+
+    def get_queue_counts(self, queue_name: str) -> QueueCounts:
+        """The ready messages of ``q`` (ready), ``q.DQ`` (delayed) and ``q.XQ`` (dead), as the server counts them.
+
+        ``in_progress`` is ``None``: AMQP tells nobody how many messages other connections hold
+        unacknowledged, and counting this process's alone would mislead. For the same reason,
+        ``delayed`` leaves out the delayed messages a worker already holds until their eta (workers
+        take them from ``q.DQ`` as soon as they can), and ``ready`` the messages workers prefetched.
+        Without publisher confirms a message sent a moment ago may not be counted yet.
+        """
+        return self._dead_letters.counts(queue_name)
+
+    def get_dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The first ``limit`` dead letters of ``q.XQ``, taken with ``basic_get`` and given back in place.
+
+        ``id`` is a position from the head of ``q.XQ`` (RabbitMQ has no ids). The reason is read
+        from the headers greenroom's consumers write; dead letters that RabbitMQ routed itself (from
+        Dramatiq workers, say) only say ``rejected``, from their ``x-death`` header.
+        """
+        return self._dead_letters.peek(queue_name, check_limit(limit))
+
+    def requeue_dead_letters(self, queue_name: str, message_ids: Iterable[str] | None = None) -> int:
+        """Publish dead letters back on ``q``, each confirmed before its dead letter is acknowledged
+        (``None``: all of them); returns how many."""
+        return self._dead_letters.requeue(queue_name, wanted_ids(message_ids))
+
+    def purge_dead_letters(self, queue_name: str, *, older_than_ms: int | None = None) -> int:
+        """Delete the dead letters of ``q.XQ`` (``queue.purge``), or only those dead ``older_than_ms`` ago."""
+        return self._dead_letters.purge(queue_name, check_age(older_than_ms))

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
 from ...broker import Consumer, MessageProxy, decode_message
-from ...common import q_name, xq_name
+from ...common import dead_letter_reason, q_name, xq_name
 from ...errors import ConnectionClosed, DecodeError
 from ...message import Message
 from ._connections import Connections
@@ -27,14 +27,16 @@ _consumer_ids = itertools.count(1)
 
 
 class _RabbitmqMessageProxy(MessageProxy):
-    """A delivered message, with its AMQP delivery tag and redelivered flag."""
+    """A delivered message, with its AMQP delivery tag, redelivered flag and body."""
 
-    def __init__(self, message: Message[Any], *, tag: int, redelivered: bool, consumer_id: int) -> None:
+    def __init__(self, message: Message[Any], *, tag: int, redelivered: bool, consumer_id: int, body: bytes) -> None:
         super().__init__(message)
         self.redelivered = redelivered
         self.delivery_tag = tag
         #: Delivery tags are only meaningful on the channel that delivered the message.
         self.consumer_id = consumer_id
+        #: The body as delivered: what a nack publishes on the dead-letter queue.
+        self.body = body
 
 
 class _ConsumerBroker(Protocol):
@@ -50,6 +52,10 @@ class _ConsumerBroker(Protocol):
     @property
     def queues_pending(self) -> set[str]:
         """Canonical names of the queues to declare (again) on the server."""
+        ...
+
+    def dead_letter(self, queue_name: str, body: bytes, reason: str) -> None:
+        """Publish a body on ``<queue>.XQ`` with the reason (raises ``ConnectionClosed`` when it cannot)."""
         ...
 
 
@@ -150,7 +156,9 @@ class _RabbitmqConsumer(Consumer):
             except DecodeError as exc:
                 self._reject_poison(tag, redelivered, body, exc)
                 continue
-            return _RabbitmqMessageProxy(message, tag=tag, redelivered=redelivered, consumer_id=self.consumer_id)
+            return _RabbitmqMessageProxy(
+                message, tag=tag, redelivered=redelivered, consumer_id=self.consumer_id, body=body
+            )
         self._check_open()
         return None
 
@@ -185,14 +193,24 @@ class _RabbitmqConsumer(Consumer):
             raise ConnectionClosed(f"the connection consuming {self.queue_name!r} is closed")
 
     def _reject_poison(self, tag: int, redelivered: bool, body: bytes, error: DecodeError) -> None:
-        # A dead-letter route cannot carry the reason with the body, so the reason goes to the log.
         self.logger.error(
             "Dead-lettering an invalid payload from %r to %r (delivery tag %d, redelivered=%s, %d bytes "
             "starting with %r): %s",
             *(self.queue_name, xq_name(self.queue_name), tag, redelivered, len(body), body[:200], error),
         )
+        action: _Action = "ack" if self._publish_dead_letter(body, str(error)) else "nack"
         with self._lock:
-            self._requests.append(("nack", tag))  # sent on this thread by the next _run_requests
+            self._requests.append((action, tag))  # sent on this thread by the next _run_requests
+
+    def _publish_dead_letter(self, body: bytes, reason: str) -> bool:
+        """Publish a dead letter with its reason; whether it was (if not, the caller rejects the message,
+        and RabbitMQ dead-letters it without the reason). See ``_dead_letters.py``."""
+        try:
+            self.broker.dead_letter(self.queue_name, body, reason)
+        except ConnectionClosed as exc:
+            self.logger.warning("Could not publish a dead letter of %r (%s); rejecting it.", self.queue_name, exc)
+            return False
+        return True
 
     # -- settling (any thread) ------------------------------------------------------------------
 
@@ -201,7 +219,16 @@ class _RabbitmqConsumer(Consumer):
         self._request("ack", message)
 
     def nack(self, message: MessageProxy) -> None:
-        """Reject a failed message: RabbitMQ dead-letters it to ``q.XQ``."""
+        """Dead-letter a failed message: publish it on ``q.XQ`` with the ``repr`` of its exception as the
+        reason, then acknowledge it; reject it (RabbitMQ then dead-letters it, reason-less) when the
+        publish fails."""
+        # Not once closed: the server delivers the message again, and a dead letter would double it.
+        if isinstance(message, _RabbitmqMessageProxy) and message.consumer_id == self.consumer_id and not self._closed:
+            exception = message.exception
+            reason = "the message failed" if exception is None else dead_letter_reason(exception)
+            if self._publish_dead_letter(message.body, reason):
+                self._request("ack", message)
+                return
         self._request("nack", message)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:

@@ -14,6 +14,7 @@ built by ``_keys.py``)::
     p__notify__.<q>           LIST  at most one wake-up token for idle consumers (greenroom only)
     p__fetch__.<wid>.<q>      LIST  token and ids of the last fetch, to repeat it if its reply is lost
     p__idle__.<wid>           LIST  a token that makes the idle waiter of ``wid`` block anew (greenroom only)
+    p__unique__               HASH  unique key → its holder: [queue, redis id, message id] in JSON (greenroom only)
 
 Any producer may enqueue with ``HSET p<q>.msgs <id> <payload>`` then ``RPUSH p<q> <id>``; ``options``
 may be ``{}`` (without ``redis_message_id`` the id is the one pushed). ``namespace="dramatiq"`` shares
@@ -41,16 +42,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 
+from ..._operations import DeadLetter, QueueCounts, check_age, check_limit, wanted_ids
 from ..._process_local import ProcessLocal
 from ..._redis import DEFAULT_SOCKET_TIMEOUT_S, KEEPALIVE, ReplyWait
 from ...broker import Broker, Consumer
 from ...common import current_millis, dq_name
 from ...message import Message, sequential_id
 from ...middleware.middleware import Middleware
+from .._unique import UNIQUE_OPTIONS, unique_key_of, with_unique_key
 from ._consumer import RedisConsumer, max_fetch
 from ._dispatch import DramatiqCommands
 from ._heartbeat import Heartbeat, heartbeat_interval_s
 from ._lua import LuaScripts
+from ._queue_ops import RedisQueueOps
 from ._storage import Command, RedisStorage
 
 __all__ = ["RedisBroker", "ReplyWait"]
@@ -118,6 +122,10 @@ class RedisBroker(DramatiqCommands, Broker):
         #: How ``enqueue`` waits for Redis' reply (see :class:`ReplyWait`; ``ReplyWait(0)`` never polls).
         self.reply_wait = ReplyWait()
         self.queues: set[str] = set()
+        self.actor_options |= UNIQUE_OPTIONS
+        #: Redis ids given by _address to messages with a unique key that were consumed before (a
+        #: retry, a delayed message moved): _publish stores them even when another holds the key.
+        self._successors: set[str] = set()
         self._prefix = f"{namespace}:" if namespace else ""
         self._scripts = LuaScripts()
         self._process: ProcessLocal[_ProcessState] = ProcessLocal(self._start_process)
@@ -145,27 +153,51 @@ class RedisBroker(DramatiqCommands, Broker):
             queue_name = dq_name(queue_name)
             options["eta"] = current_millis() + delay
         m = message  # built directly: Message.copy (dataclasses.replace) costs more than the rest
-        return Message(queue_name, m.actor_name, m.args, m.kwargs, options, m.message_id, m.message_timestamp)
+        addressed: Message[Any] = Message(
+            queue_name, m.actor_name, m.args, m.kwargs, options, m.message_id, m.message_timestamp
+        )
+        addressed = with_unique_key(addressed, self.actors)  # two lookups for messages without a unique key
+        if "redis_message_id" in message.options and "unique_key" in addressed.options:
+            self._successors.add(options["redis_message_id"])
+        return addressed
 
-    def _publish(self, message: Message[Any], payload: bytes) -> None:
-        """Store and push the payload in one script call. Raises ``ConnectionClosed`` when Redis stayed
-        unreachable for ``retry_timeout`` ms."""
+    def _publish(self, message: Message[Any], payload: bytes) -> Message[Any] | None:
+        """Store and push the payload in one script call; the message holding its unique key instead, if one
+        does. Raises ``ConnectionClosed`` when Redis stayed unreachable for ``retry_timeout`` ms."""
+        if "unique_key" in message.options:
+            return self._publish_unique(message, payload)
         storage = self._storage()
         command = storage.enqueue_command(message.queue_name, message.options["redis_message_id"], payload)
         storage.round_trip([command], script="enqueue", poll=self.reply_wait)
+        return None
+
+    def _publish_unique(self, message: Message[Any], payload: bytes) -> Message[Any] | None:
+        redis_id = message.options["redis_message_id"]
+        successor = redis_id in self._successors
+        self._successors.discard(redis_id)
+        unique = unique_key_of(message.options)
+        if unique is None:  # an explicit unique_key=None
+            command = self._storage().enqueue_command(message.queue_name, redis_id, payload)
+            self._storage().round_trip([command], script="enqueue")
+            return None
+        storage = self._storage()
+        holder = storage.enqueue_unique(message.queue_name, redis_id, payload, message.message_id, unique, successor)
+        return None if holder is None else Message.decode(holder)
 
     def enqueue_many(self, messages: Iterable[Message[Any]], *, delay: int | None = None) -> list[Message[Any]]:
         """Send many messages in one round trip (the batch API); returns the copies sent, in order.
 
         Hooks run for every message; each queue's messages are stored atomically in pipelined chunks of
         :data:`ENQUEUE_CHUNK`. E.g. ``broker.enqueue_many(actor.message(n) for n in range(10000))``.
-        If building a message raises, the chunks already written stay stored. Raises ``ConnectionClosed``
+        If building a message raises, the chunks already written stay stored. A message with a unique key
+        is sent on its own, and may come back as the message holding its key. Raises ``ConnectionClosed``
         as :meth:`enqueue` does."""
         storage = self._storage()
         conn = storage.connection()
         sent: list[Message[Any]] = []
         buffers: dict[str, list[Any]] = {}
         commands: list[Command] = []
+        unique: list[int] = []  # positions in sent of messages with a unique key
         streaming = True
 
         def send(queue_name: str, args: list[Any]) -> None:
@@ -183,6 +215,10 @@ class RedisBroker(DramatiqCommands, Broker):
             for message in messages:
                 message = self._address(message, delay)
                 self.emit_before("enqueue", message, delay)
+                if "unique_key" in message.options:
+                    unique.append(len(sent))  # sent on its own once the batch is answered
+                    sent.append(message)
+                    continue
                 sent.append(message)
                 buffer = buffers.setdefault(message.queue_name, [])
                 buffer += (message.options["redis_message_id"], message.encode())
@@ -196,8 +232,20 @@ class RedisBroker(DramatiqCommands, Broker):
             # Even when building a message failed, read what was written, to keep the connection in step.
             if commands:
                 storage.round_trip(commands, script="enqueue", sent=streaming)
-        for message in sent:
-            self.emit_after("enqueue", message, delay)
+        return self._finish_batch(sent, unique, delay)
+
+    def _finish_batch(self, sent: list[Message[Any]], unique: list[int], delay: int | None) -> list[Message[Any]]:
+        """Send a batch's messages with a unique key (at ``unique`` in ``sent``) one by one, then run the
+        ``after_enqueue`` hooks of the messages stored; returns what each send returns."""
+        stored = [True] * len(sent)
+        for position in unique:
+            holder = self._publish_unique(sent[position], sent[position].encode())
+            if holder is not None:
+                sent[position] = holder
+                stored[position] = False
+        for message, was_stored in zip(sent, stored, strict=True):
+            if was_stored:
+                self.emit_after("enqueue", message, delay)
         return sent
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
@@ -227,6 +275,27 @@ class RedisBroker(DramatiqCommands, Broker):
     def queue_is_empty(self, queue_name: str) -> bool:
         """Whether no message of the queue or its delay queue is left unacknowledged, anywhere."""
         return self.qsize(queue_name) == 0
+
+    # -- operations (see greenroom._operations.QueueOperations and _queue_ops.py) --------------------
+    # A queue is known when declared here or when one of its keys exists; ``QueueNotFound`` otherwise.
+
+    def get_queue_counts(self, queue_name: str) -> QueueCounts:
+        """Ready: on the queue; delayed: every delayed message not yet moved to the queue (waiting in
+        Redis or held by a worker until its eta); in progress: fetched by a worker and not yet settled."""
+        return RedisQueueOps(self._storage(), self.queues).counts(queue_name)
+
+    def get_dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of a queue (``<queue>.XQ``), with their reasons."""
+        return RedisQueueOps(self._storage(), self.queues).dead_letters(queue_name, check_limit(limit))
+
+    def requeue_dead_letters(self, queue_name: str, message_ids: Iterable[str] | None = None) -> int:
+        """Put dead letters back on their queue under their Redis id, each in one atomic script step
+        with its removal from the dead letters (``None``: all of them); returns how many."""
+        return RedisQueueOps(self._storage(), self.queues).requeue(queue_name, wanted_ids(message_ids))
+
+    def purge_dead_letters(self, queue_name: str, *, older_than_ms: int | None = None) -> int:
+        """Delete a queue's dead letters (those dead ``older_than_ms`` or more ago by the server's clock)."""
+        return RedisQueueOps(self._storage(), self.queues).purge(queue_name, check_age(older_than_ms))
 
     def join(self, queue_name: str, *, interval: int = 100, timeout: int | None = None) -> None:
         """Wait until a queue and its delay queue have no message left (a test helper), checking every

@@ -13,6 +13,7 @@ from ...broker import Consumer, MessageProxy, decode_message
 from ...common import Deadline, dead_letter_reason
 from ...errors import BrokerError, DecodeError
 from ...message import Message
+from .._unique import unique_key_of
 from ._heartbeat import Heartbeat
 from ._idle import IDLE_POLL_S
 from ._storage import RedisStorage
@@ -175,7 +176,17 @@ class RedisConsumer(Consumer):
         proxy = _RedisMessageProxy(message, redis_id, self.storage, self.queue_name)
         with self._cond:
             self._handed.add(redis_id)
+        unique = unique_key_of(message.options)
+        if unique is not None and not unique.until_finished and not self.queue_name.endswith(".DQ"):
+            self._let_key_go(unique.key, redis_id)  # taken from its queue: a new send is welcome
         return proxy
+
+    def _let_key_go(self, key: str, redis_id: bytes) -> None:
+        """Let a unique key go (only messages with one pay for this round trip)."""
+        try:
+            self.storage.release_unique_keys([(key, redis_id)])
+        except BrokerError as exc:  # the key stays held until the message is gone (see enqueue_unique.lua)
+            self.logger.warning("Could not let unique key %r go (%s).", key, exc)
 
     def _settle_batched(self, op: str, proxy: _RedisMessageProxy, reason: str = "") -> None:
         """Group commit: the first waiting thread sends every pending op; all return once sent."""
@@ -210,13 +221,22 @@ class RedisConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         """Acknowledge a message; returns once Redis has forgotten it."""
-        self._settle_batched("a", cast(_RedisMessageProxy, message))
+        proxy = cast(_RedisMessageProxy, message)
+        self._settle_batched("a", proxy)
+        self._finished(proxy)
+
+    def _finished(self, proxy: _RedisMessageProxy) -> None:
+        """Let go of the unique key a message kept until it finished."""
+        unique = unique_key_of(proxy.options)
+        if unique is not None and unique.until_finished:
+            self._let_key_go(unique.key, proxy.redis_id)
 
     def nack(self, message: MessageProxy) -> None:
         """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
         proxy = cast(_RedisMessageProxy, message)
         exception = proxy.exception
         self._settle_batched("n", proxy, "" if exception is None else dead_letter_reason(exception))
+        self._finished(proxy)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         """Hand unprocessed messages back to the head of their queue."""

@@ -59,6 +59,8 @@ class KeySpace:
         self.registry = f"{prefix}__queues__.{broker_id}"
         #: LIST whose token makes this broker's idle waiter block anew.
         self.idle_interrupt = f"{prefix}__idle__.{broker_id}"
+        #: HASH unique key → its holder, ``[queue, redis id, message id]`` in JSON (unique jobs).
+        self.unique = f"{prefix}__unique__"
         self._queues: dict[str, QueueKeys] = {}
 
     def queue(self, queue_name: str) -> QueueKeys:

@@ -25,6 +25,7 @@ from ...common import Deadline, process_tag
 from ...errors import BrokerError, ConnectionClosed
 from ...message import generate_unique_id
 from ...threading import interrupts_deferred
+from .._unique import UniqueKey
 from ._idle import IdleWaiter
 from ._keys import KeySpace
 from ._lua import LuaScripts
@@ -179,6 +180,23 @@ class RedisStorage:
         """The enqueue.lua call that stores and pushes ``(redis id, payload)`` pairs on a queue."""
         keys = self.keys.queue(queue_name).for_enqueue()
         return ("EVALSHA", self.scripts.sha("enqueue"), len(keys), *keys, *ids_and_payloads)
+
+    def enqueue_unique(
+        self, queue_name: str, redis_id: str, payload: bytes, message_id: str, unique: UniqueKey, successor: bool
+    ) -> bytes | None:
+        """Store and push a message unless another one holds its unique key; ``None``, or the holder's payload.
+
+        A ``successor`` (a message consumed before: a retry, a delayed message moved to its queue)
+        is always stored, without the key if another message holds it (see enqueue_unique.lua).
+        """
+        keys = (*self.keys.queue(queue_name).for_enqueue(), self.keys.unique)
+        args = (redis_id, payload, unique.key, message_id, self.keys.prefix, queue_name, "1" if successor else "0")
+        holder = self.run_script("enqueue_unique", keys, args)
+        return None if holder is None else bytes(holder)
+
+    def release_unique_keys(self, held: Sequence[tuple[str, bytes]]) -> None:
+        """Let ``(unique key, redis id)`` keys go, each only if that message still holds it."""
+        self.run_script("unique_release", (self.keys.unique,), [part for pair in held for part in pair])
 
     # -- fetching and settling ----------------------------------------------------------------------
 

@@ -43,18 +43,22 @@ Rows that are not valid messages are dead-lettered with the reason logged; their
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from ..._operations import DeadLetter, QueueCounts, check_age, check_limit, wanted_ids
 from ..._process_local import ProcessLocal
 from ...broker import Broker, Consumer
-from ...common import q_name
+from ...common import current_millis, q_name
 from ...errors import QueueNotFound
 from ...message import Message
 from ...middleware.middleware import Middleware
+from .._unique import UNIQUE_OPTIONS, unique_key_of, with_unique_key
 from ._consumer import SQLiteConsumer
+from ._dead_letters import DeadLetterTable
 from ._leases import LeaseKeeper
 from ._storage import SQLiteStorage, due_ms
-from ._types import DeadLetter, QueueCounts, SQLiteSettings
+from ._types import SQLiteSettings
 from ._watch import ChangeWatcher
 
 __all__ = ["DeadLetter", "QueueCounts", "SQLiteBroker", "SQLiteSettings"]
@@ -91,8 +95,10 @@ class SQLiteBroker(Broker):
             raise ValueError("SQLiteBroker needs the path of a database file that every process can open")
         self.settings = settings or SQLiteSettings()
         self.queues: set[str] = set()
+        self.actor_options |= UNIQUE_OPTIONS
         # Absolute: a later chdir() must not move the queues.
         self._storage = SQLiteStorage(os.path.abspath(self.path), self.settings, self.logger)
+        self._dead_letters = DeadLetterTable(self._storage.db)
         self._process: ProcessLocal[_ProcessState] = ProcessLocal(self._start_process)
 
     def _start_process(self) -> _ProcessState:
@@ -100,13 +106,25 @@ class SQLiteBroker(Broker):
 
     # -- the broker interface -----------------------------------------------------------------
 
-    def _publish(self, message: Message[Any], payload: bytes) -> None:
+    def _address(self, message: Message[Any], delay: int | None) -> Message[Any]:
+        """The base class's addressing, then the message's unique key resolved into its options."""
+        return with_unique_key(super()._address(message, delay), self.actors)
+
+    def _publish(self, message: Message[Any], payload: bytes) -> Message[Any] | None:
         """Write the message's row (due at its eta on a delay queue); returns once it is durable.
+
+        Returns the message already there instead when it holds the message's unique key.
 
         Raises:
           BrokerConnectionError: When the database cannot be written.
         """
-        self._storage.insert(message.queue_name, payload, due_ms(message.queue_name, message.options))
+        due_at_ms = due_ms(message.queue_name, message.options)
+        unique = unique_key_of(message.options)
+        if unique is None:
+            self._storage.insert(message.queue_name, payload, due_at_ms)
+            return None
+        holder = self._storage.insert_unique(message.queue_name, payload, due_at_ms, message.message_id, unique)
+        return None if holder is None else Message.decode(holder)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer leasing at most ``prefetch`` messages at a time; idle ticks every ``timeout`` ms."""
@@ -143,13 +161,50 @@ class SQLiteBroker(Broker):
             raise QueueNotFound(queue_name)
         self._join(queue_name, timeout_ms=timeout, interval_s=0.01)
 
+    # -- operations (see greenroom._operations.QueueOperations) -------------------------------------
+    # A queue is known when it is declared here or has rows in the file: the check costs a query
+    # only when an operation found nothing.
+
     def get_queue_counts(self, queue_name: str) -> QueueCounts:
-        """How many messages of a queue are ready, delayed, in progress and dead (see :class:`QueueCounts`)."""
-        return self._storage.counts(queue_name)
+        """How many messages of a queue are ready, delayed, in progress and dead (see :class:`QueueCounts`).
+
+        In progress: leased by a worker (prefetched or running), including due delayed messages
+        being moved to their queue. Raises ``QueueNotFound`` for an unknown queue.
+        """
+        counts = self._storage.counts(queue_name)
+        if not any(counts):
+            self._require_known(queue_name)
+        return counts
 
     def get_dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of a queue, with the reason each was dead-lettered."""
-        return self._storage.dead_letters(queue_name, limit)
+        """The oldest ``limit`` dead letters of a queue, with the reason each was dead-lettered.
+
+        Raises ``QueueNotFound`` for an unknown queue."""
+        letters = self._storage.dead_letters(queue_name, check_limit(limit))
+        if not letters:
+            self._require_known(queue_name)
+        return letters
+
+    def requeue_dead_letters(self, queue_name: str, message_ids: Iterable[str] | None = None) -> int:
+        """Move dead letters back to their queue (all of them for ``None``); returns how many.
+
+        Each message is written and its dead letter deleted in one transaction, so none is lost or
+        doubled. See :meth:`greenroom.broker.Broker.requeue_dead_letters`."""
+        moved = self._dead_letters.requeue(queue_name, wanted_ids(message_ids))
+        if not moved:
+            self._require_known(queue_name)
+        return moved
+
+    def purge_dead_letters(self, queue_name: str, *, older_than_ms: int | None = None) -> int:
+        """Delete the dead letters of a queue (those dead at least ``older_than_ms`` ms if given); how many."""
+        deleted = self._dead_letters.purge(queue_name, current_millis() - check_age(older_than_ms))
+        if not deleted:
+            self._require_known(queue_name)
+        return deleted
+
+    def _require_known(self, queue_name: str) -> None:
+        if q_name(queue_name) not in self.queues and not self._dead_letters.knows(queue_name):
+            raise QueueNotFound(queue_name)
 
     def recover_process(self, host: str, pid: int) -> int:
         """Release the leases of a dead worker process now, rather than after ``lease_ms``: its

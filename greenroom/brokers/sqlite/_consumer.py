@@ -153,7 +153,7 @@ class SQLiteConsumer(Consumer):
         with self._lock:
             self._held += len(rows)
         self._next_check_s = 0.0  # more may be due: peek again on the next call
-        for index, (row_id, _, payload) in enumerate(rows):
+        for index, (row_id, _, payload, _) in enumerate(rows):
             try:
                 self._admit(row_id, payload)
             except BaseException:

@@ -1,8 +1,9 @@
 -- Schema of greenroom's SQLite broker, version 1 (stored in PRAGMA user_version).
 --
 -- Applied idempotently, in one write transaction, by the first connection that finds
--- user_version below 1. A later version appends statements guarded the same way and raises
--- user_version; the broker refuses a database whose user_version is newer than it knows.
+-- user_version below 1. A later version is a script of its own (_schema_2.sql), run after this
+-- one in the same transaction; the broker refuses a database whose user_version is newer than
+-- it knows. (_tables.py runs the statements one by one, without the comment lines.)
 
 BEGIN IMMEDIATE;
 

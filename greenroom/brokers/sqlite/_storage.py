@@ -13,15 +13,18 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..._operations import DeadLetter, QueueCounts
 from ..._sqlite import Database
 from ...common import current_millis, dq_name, q_name
+from .._unique import UniqueKey
 from ._tables import broker_schema
-from ._types import DeadLetter, QueueCounts, SQLiteSettings
+from ._types import SQLiteSettings
 
 __all__ = ["LeasedRow", "SQLiteStorage"]
 
-#: (row id, due time in ms, payload) of a row a consumer leased.
-LeasedRow = tuple[int, int, bytes]
+#: (row id, due time in ms, payload, whether it holds a unique key it lets go when leased) of a
+#: row a consumer leased.
+LeasedRow = tuple[int, int, bytes, int]
 
 #: Ids bound per statement (SQLite's historic limit on variables is 999).
 _CHUNK = 500
@@ -36,8 +39,18 @@ WHERE id IN (
     WHERE queue_name = ? AND due_ms <= ? AND lease_until_ms <= ?
     ORDER BY due_ms, id LIMIT ?
 )
-RETURNING id, due_ms, CAST(payload AS BLOB)
+RETURNING id, due_ms, CAST(payload AS BLOB), unique_held AND NOT unique_until_finished
 """
+# Unique jobs (see brokers/_unique.py): a retry or a delayed message moved to its queue (the same
+# message id) finds its predecessor, which lets the key go; a lease on a queue (not a delay queue)
+# lets go of the key of a message that does not keep it until it is finished.
+_HAND_ON_KEY = "UPDATE greenroom_messages SET unique_held = 0 WHERE unique_key = ? AND message_id = ?"
+_KEY_HOLDER = "SELECT CAST(payload AS BLOB) FROM greenroom_messages WHERE unique_key = ? AND unique_held"
+_INSERT_UNIQUE = """
+INSERT INTO greenroom_messages (queue_name, payload, due_ms, message_id, unique_key, unique_held, unique_until_finished)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_LET_KEYS_GO = "UPDATE greenroom_messages SET unique_held = 0 WHERE id IN ({})"
 _DELETE = "DELETE FROM greenroom_messages WHERE id = ?"
 _BURY = """
 INSERT INTO greenroom_dead_letters (queue_name, message_id, payload, reason, dead_at_ms)
@@ -103,6 +116,29 @@ class SQLiteStorage:
         """Store a message; returns once it is durable (see ``SQLiteSettings.synchronous``)."""
         self.db.write(_execute(_INSERT, (queue_name, payload, due_at_ms)), durable=True)
 
+    def insert_unique(
+        self, queue_name: str, payload: bytes, due_at_ms: int, message_id: str, unique: UniqueKey
+    ) -> bytes | None:
+        """Store a message unless another one holds its unique key; ``None``, or the holder's payload.
+
+        A message whose predecessor (same id and key: a retry, or a delayed message moved to its
+        queue) is still stored takes the key over, or is stored without it if another message holds it.
+        """
+
+        def operation(conn: sqlite3.Connection) -> bytes | None:
+            successor = conn.execute(_HAND_ON_KEY, (unique.key, message_id)).rowcount > 0
+            holder = conn.execute(_KEY_HOLDER, (unique.key,)).fetchone()
+            if holder is not None and not successor:
+                return bytes(holder[0])
+            held = holder is None
+            conn.execute(
+                _INSERT_UNIQUE, (queue_name, payload, due_at_ms, message_id, unique.key, held, unique.until_finished)
+            )
+            return None
+
+        result: bytes | None = self.db.write(operation, durable=True)
+        return result
+
     # -- consuming --------------------------------------------------------------------------------
 
     def peek(self, queue_name: str, now_ms: int) -> int | None:
@@ -117,7 +153,12 @@ class SQLiteStorage:
             # The time is read once the write lock is held: waiting for it must not shorten the lease.
             now_ms = current_millis()
             params = (owner, now_ms + self.settings.lease_ms, queue_name, now_ms, now_ms, limit)
-            return conn.execute(_LEASE, params).fetchall()
+            leased: list[LeasedRow] = conn.execute(_LEASE, params).fetchall()
+            if not queue_name.endswith(".DQ"):
+                letting_go = [row[0] for row in leased if row[3]]
+                if letting_go:  # only messages with a unique key: no cost for the others
+                    conn.execute(_LET_KEYS_GO.format(", ".join("?" * len(letting_go))), letting_go)
+            return leased
 
         rows: list[LeasedRow] = self.db.write(operation)
         rows.sort(key=lambda row: (row[1], row[0]))  # RETURNING promises no order

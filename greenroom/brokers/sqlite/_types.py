@@ -1,13 +1,12 @@
-"""The SQLite broker's settings, and what it reports about its queues."""
+"""The SQLite broker's settings."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 from ...broker import MAX_PAYLOAD_BYTES
 
-__all__ = ["DeadLetter", "QueueCounts", "SQLiteSettings"]
+__all__ = ["SQLiteSettings"]
 
 _SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -46,27 +45,3 @@ class SQLiteSettings:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNC_LEVELS)}, not {self.synchronous!r}")
         if min(self.dead_message_ttl, self.busy_timeout_ms, self.lock_retry_ms, self.max_payload_bytes) < 0:
             raise ValueError("durations and sizes must not be negative")
-
-
-class QueueCounts(NamedTuple):
-    """How many messages of a queue are in each state.
-
-    ``ready``: waiting on the queue; ``delayed``: waiting on its delay queue (due or not);
-    ``in_progress``: leased by a worker (prefetched or running); ``dead``: dead letters.
-    """
-
-    ready: int
-    delayed: int
-    in_progress: int
-    dead: int
-
-
-class DeadLetter(NamedTuple):
-    """A dead-lettered message: ``payload`` holds the bytes as they were consumed."""
-
-    id: int
-    queue_name: str
-    message_id: str | None
-    payload: bytes
-    reason: str
-    dead_at_ms: int

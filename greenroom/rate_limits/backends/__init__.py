@@ -1,5 +1,6 @@
-"""Rate-limiter backends. ``StubBackend`` and ``SQLiteBackend`` need nothing extra; ``RedisBackend``
-and ``MemcachedBackend`` need the ``redis`` and ``memcached`` extras and are imported on first access.
+"""Rate-limiter backends. ``StubBackend`` and ``SQLiteBackend`` need nothing extra; ``RedisBackend``,
+``MemcachedBackend`` and ``PostgresBackend`` need the ``redis``, ``memcached`` and ``postgres``
+extras and are imported on first access.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from ..._lazy import import_optional
 from .sqlite import SQLiteBackend
 from .stub import StubBackend
 
-__all__ = ["MemcachedBackend", "RedisBackend", "SQLiteBackend", "StubBackend"]
+__all__ = ["MemcachedBackend", "PostgresBackend", "RedisBackend", "SQLiteBackend", "StubBackend"]
 
 #: Lazily imported backends: name → (module, extra).
-_LAZY = {"RedisBackend": (".redis", "redis"), "MemcachedBackend": (".memcached", "memcached")}
+_LAZY = {
+    "RedisBackend": (".redis", "redis"),
+    "MemcachedBackend": (".memcached", "memcached"),
+    "PostgresBackend": (".postgres", "postgres"),
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,200 @@
+"""greenroom's PostgresBroker beside Dramatiq's RedisBroker, side by side in one run (by hand, not in CI).
+
+    .venv/bin/python benchmarks/bench_postgres.py [--postgres postgresql://postgres@127.0.0.1:5432/test]
+        [--redis redis://127.0.0.1:6379/0] [--messages 10000] [--soak 100000]
+
+Measures, for greenroom on PostgreSQL (a fresh schema, dropped at the end) and Dramatiq 2 on Redis
+(a fresh namespace, deleted at the end), each with its default middleware:
+
+* ``send`` rate, one call after the other in this process (median of ten alternating rounds), and
+  greenroom's with ``durable_enqueue=False`` (commits that do not wait for the disk);
+* batch enqueue (``enqueue_many``, best of three) and ``group([...]).run()``;
+* drain rate of no-op messages by one worker process of 8 threads (first start to last);
+* p50/p99 latency from ``send`` to the start of the actor at 100 messages/s, and the worker's RSS;
+* with ``--soak N``: N messages sent in batches and drained, then the sizes of the messages table
+  and its indexes after ``VACUUM``, against their sizes when empty.
+
+pgqueuer and procrastinate are not measured: both are asyncio-first job queues with their own
+worker model, schema and job format, so a side-by-side number would compare designs, not brokers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from typing import Any
+
+from _common import (
+    LATENCY_COUNT,
+    STANDARD_ROWS,
+    SYSTEMS,
+    child,
+    finish,
+    is_child,
+    make_producer,
+    measure_enqueue,
+    measure_system,
+    print_table,
+    send_paced,
+    spawn,
+)
+
+import greenroom
+
+#: ``target`` of the shared harness: the PostgreSQL URL and the Redis URL, separated by a space.
+Target = str
+
+
+def make_broker(system: str, target: Target, namespace: str) -> Any:
+    """greenroom's Postgres broker on schema ``namespace``, or Dramatiq's Redis broker on that namespace."""
+    postgres_url, redis_url = target.split(" ")
+    if system == "greenroom":
+        from greenroom.brokers.postgres import PostgresBroker
+
+        return PostgresBroker(url=postgres_url, schema=namespace)
+    if system == "greenroom-fast":
+        from greenroom.brokers.postgres import PostgresBroker, PostgresSettings
+
+        return PostgresBroker(url=postgres_url, schema=namespace, settings=PostgresSettings(durable_enqueue=False))
+    from dramatiq.brokers.redis import RedisBroker
+
+    return RedisBroker(url=redis_url, namespace=namespace)
+
+
+def drop(target: Target, namespace: str) -> None:
+    """Drop the benchmark's schema and delete its Redis keys."""
+    import psycopg
+    import redis
+
+    postgres_url, redis_url = target.split(" ")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{namespace}" CASCADE')
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def measure_send(target: Target, count: int) -> dict[str, float]:
+    """``send`` rates of greenroom (durable and not) and Dramatiq, in alternating rounds."""
+    names = {
+        system: f"bench_{system.replace('-', '_')}_{uuid.uuid4().hex[:8]}" for system in (*SYSTEMS, "greenroom-fast")
+    }
+    try:
+        producers = {system: make_producer(make_broker, system, target, names[system]) for system in names}
+        for _, noop in producers.values():
+            noop.send()  # warm up: connections, schema, script load
+        rates = measure_enqueue({system: noop for system, (_, noop) in producers.items()}, count)
+        for broker, _ in producers.values():
+            broker.close()
+    finally:
+        for name in names.values():
+            drop(target, name)
+    return rates
+
+
+def soak(target: Target, count: int) -> None:
+    """Send and drain ``count`` messages at a bounded backlog; print table and index sizes after VACUUM.
+
+    Sizes are read when the table is empty, after the first tenth of the messages, and at the end:
+    a table that stays bounded under sustained load is as large at the end as after that tenth.
+    """
+    import psycopg
+
+    postgres_url = target.split(" ")[0]
+    schema = f"bench_soak_{uuid.uuid4().hex[:8]}"
+    broker, noop = make_producer(make_broker, "greenroom", target, schema)
+    broker.emit_after("process_boot")
+    table = f"'\"{schema}\".messages'"
+    sizes = f"SELECT pg_relation_size({table}), pg_indexes_size({table}), pg_total_relation_size({table})"
+
+    def measure() -> tuple[int, int, int]:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'VACUUM "{schema}".messages')
+            row = conn.execute(sizes).fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1]), int(row[2])
+
+    try:
+        broker.get_queue_counts("bench")
+        rows = [("empty", measure())]
+        worker = greenroom.Worker(broker, worker_threads=8)
+        worker.start()
+        started = time.perf_counter()
+        for start in range(0, count, 1000):
+            broker.enqueue_many(noop.message() for _ in range(min(1000, count - start)))
+            while broker.get_queue_counts("bench").ready > 5000:  # a bounded backlog, as under steady load
+                time.sleep(0.05)
+            if start + 1000 == count // 10:
+                broker.join("bench")
+                rows.append((f"after {count // 10:,}", measure()))
+        broker.join("bench")
+        elapsed = time.perf_counter() - started
+        worker.stop()
+        rows.append((f"after {count:,}", measure()))
+        print(f"\nsoak: {count:,} messages through in {elapsed:.1f} s ({count / elapsed:,.0f} msg/s), backlog <= 6,000")
+        print(f"{'after VACUUM':20}{'heap':>12}{'indexes':>12}{'total':>12}")
+        for label, (heap, indexes, total) in rows:
+            print(f"{label:20}{heap:12,}{indexes:12,}{total:12,}")
+        tenth, end = rows[1][1], rows[-1][1]
+        print(f"{'end / first tenth':20}" + "".join(f"{_ratio(a, b):>12}" for a, b in zip(end, tenth, strict=True)))
+    finally:
+        broker.close()
+        drop(target, schema)
+
+
+def _ratio(after: int, empty: int) -> str:
+    return f"{after / empty:.2f}x" if empty else "n/a"
+
+
+def latency_fast(target: Target) -> tuple[float, float]:
+    """p50/p99 latency (ms) from ``send`` to start when the producer's commits do not wait for the disk."""
+    namespace = f"bench_fast_{uuid.uuid4().hex[:8]}"
+    try:
+        broker, noop = make_producer(make_broker, "greenroom-fast", target, namespace)
+        broker.get_queue_counts("bench")  # creates the tables
+        # The worker only consumes: its broker may be the durable one.
+        proc = spawn(__file__, "greenroom", target, namespace, "latency", LATENCY_COUNT)
+        time.sleep(0.5)
+        send_paced(noop, LATENCY_COUNT)
+        report = finish(proc)
+        broker.close()
+    finally:
+        drop(target, namespace)
+    return report["p50"], report["p99"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--soak", type=int, default=0, help="messages of the table-size soak (0: none)")
+    args = parser.parse_args()
+    target = f"{args.postgres} {args.redis}"
+    sends = measure_send(target, args.messages)
+    results: dict[str, dict[str, float]] = {}
+    for system in SYSTEMS:
+        namespace = f"bench_{system}_{uuid.uuid4().hex[:8]}"
+        try:
+            results[system] = measure_system(__file__, make_broker, system, target, namespace, args.messages)
+        finally:
+            drop(target, namespace)
+        results[system]["enqueue"] = sends[system]
+    print(f"\n{args.messages:,} no-op messages; greenroom on PostgreSQL, Dramatiq on Redis")
+    print_table(results["greenroom"], results["dramatiq"], STANDARD_ROWS)
+    print(f"{'send, durable_enqueue=False (msg/s)':38}{sends['greenroom-fast']:12.2f}")
+    p50, p99 = latency_fast(target)
+    print(f"{'latency p50 / p99, durable_enqueue=False':38}{p50:12.2f}{p99:12.2f}")
+    if args.soak:
+        soak(target, args.soak)
+
+
+if __name__ == "__main__":
+    if is_child():
+        child(make_broker, sys.argv[2:])
+    else:
+        main()

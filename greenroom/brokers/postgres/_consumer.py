@@ -1,0 +1,250 @@
+"""The Postgres broker's consumer and the proxies of the rows it leased.
+
+The consumer talks to the database through :class:`PostgresStorage`, is woken by the process's
+:class:`Listener` (LISTEN/NOTIFY), and is known to the process's :class:`LeaseKeeper` while it
+holds rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ...broker import Consumer, MessageProxy, decode_message
+from ...common import dead_letter_reason
+from ...errors import DecodeError
+from ...message import Message
+from ._acks import AckBatcher
+from ._listen import Listener
+from ._storage import LeasedRow, PostgresStorage
+
+__all__ = ["ConsumerRegistry", "PostgresConsumer"]
+
+#: Rows leased per statement at most.
+_MAX_LEASE_BATCH = 500
+
+
+class ConsumerRegistry(Protocol):
+    """Where a consumer is known while it holds rows: the process's lease keeper."""
+
+    def discard(self, consumer: PostgresConsumer) -> None:
+        """Forget a closed consumer that holds no row any more."""
+
+
+class _PostgresMessageProxy(MessageProxy):
+    """A consumed message and the row it was leased from."""
+
+    def __init__(self, message: Message[Any], row_id: int, consumer: PostgresConsumer) -> None:
+        super().__init__(message)
+        self.row_id = row_id
+        #: The consumer that leased the row: it is the one to tell when the row is released,
+        #: whichever consumer the worker acks through.
+        self.leased_by = consumer
+
+
+class PostgresConsumer(Consumer):
+    """Leases the rows of one queue, at most ``prefetch`` at a time.
+
+    It looks at its queue when it has room and was nudged (a notification, a row it held was
+    released) or when ``poll_interval_ms`` passed without a nudge; a delay queue's consumer also
+    when its next row is due.
+    """
+
+    def __init__(
+        self,
+        storage: PostgresStorage,
+        listener: Listener,
+        acks: AckBatcher,
+        registry: ConsumerRegistry,
+        queue_name: str,
+        prefetch: int,
+        timeout_ms: int,
+    ) -> None:
+        self.storage = storage
+        self.listener = listener
+        self.acks = acks
+        self.registry = registry
+        self.logger = storage.logger
+        self.queue_name = queue_name
+        self.prefetch = max(1, prefetch)
+        #: While it holds rows, the consumer leases again only once this many slots are free: one
+        #: statement for several rows, rather than one for each row acknowledged.
+        self.min_batch = max(1, self.prefetch // 4)
+        self.timeout_s = timeout_ms / 1000
+        self.poll_interval_s = storage.settings.poll_interval_ms / 1000
+        #: Names this consumer's leases in the database; host and pid tell an operator who holds a row.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        #: Leased messages not handed out yet; only the consumer thread touches it.
+        self._buffer: deque[_PostgresMessageProxy] = deque()
+        #: Ids of the rows leased and not yet acked, nacked or handed back (buffered ones included).
+        #: The consumer thread adds, worker threads remove, the lease keeper reads: guarded by _lock.
+        self._lock = threading.Lock()
+        self._held: set[int] = set()
+        self._closed = False
+        #: Set by a nudge and by a released row (then _poked is set too, under _lock).
+        self._wake = threading.Event()
+        self._poked = True
+        #: Monotonic time at which to look at the queue even without a nudge.
+        self._next_look_s = 0.0
+        listener.subscribe(self)
+
+    def held_rows(self) -> list[int]:
+        """The ids of the rows this consumer holds leased (prefetched, waiting or running)."""
+        with self._lock:
+            return list(self._held)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the consumer is closed and holds nothing (the lease keeper forgets it then)."""
+        with self._lock:
+            return self._closed and not self._held
+
+    def __next__(self) -> MessageProxy | None:
+        deadline_s = time.monotonic() + self.timeout_s
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            # Cleared before anything is read: a release or a nudge from now on ends the wait below.
+            self._wake.clear()
+            free = self.prefetch - len(self._held)
+            worth_it = free >= self.min_batch or free == self.prefetch
+            if worth_it and self._should_look() and self._fetch(free):
+                continue
+            now_s = time.monotonic()
+            if now_s >= deadline_s:
+                return None
+            wake_at_s = min(deadline_s, self._next_look_s) if worth_it else deadline_s
+            self._wake.wait(max(0.0, wake_at_s - now_s))
+
+    def _should_look(self) -> bool:
+        """Whether to look at the queue: nudged, or it is time; clears the nudge (before the look)."""
+        with self._lock:
+            poked, self._poked = self._poked, False
+        return poked or time.monotonic() >= self._next_look_s
+
+    def nudge(self) -> None:
+        """There may be new work (the listener calls this from its thread)."""
+        with self._lock:
+            self._poked = True
+        self._wake.set()
+
+    def _fetch(self, free: int) -> bool:
+        """Lease up to ``free`` due rows; False when none is (and when to look again is set)."""
+        rows = self.storage.lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH))
+        if not rows:
+            self._next_look_s = time.monotonic() + self._wait_for_next_s()
+            return False
+        with self._lock:
+            self._held.update(row.id for row in rows)
+        self._next_look_s = 0.0  # more may be due: look again on the next call
+        for index, row in enumerate(rows):
+            try:
+                self._admit(row)
+            except BaseException:
+                self._give_back([later.id for later in rows[index:]])
+                raise
+        return True
+
+    def _wait_for_next_s(self) -> float:
+        """How long to wait without a nudge: the fallback poll, or less when a delayed row is due sooner."""
+        if not self.queue_name.endswith(".DQ"):
+            return self.poll_interval_s
+        due_in_ms = self.storage.next_due_in_ms(self.queue_name)
+        if due_in_ms is None:
+            return self.poll_interval_s
+        return max(0.0, min(self.poll_interval_s, due_in_ms / 1000))
+
+    def _give_back(self, row_ids: list[int]) -> None:
+        """Release rows leased but not admitted (an error in the middle of a batch)."""
+        with self._lock:
+            self._held.difference_update(row_ids)
+        try:
+            self.storage.unlease(self.owner, row_ids)
+        except Exception:  # noqa: BLE001 - they are no longer renewed: their leases lapse instead
+            self.logger.warning("Could not release %d leased rows; their leases will lapse.", len(row_ids))
+
+    def _admit(self, row: LeasedRow) -> None:
+        try:
+            max_bytes = self.storage.settings.max_payload_bytes
+            message = decode_message(row.payload, max_bytes=max_bytes, arrived_on=self.queue_name)
+        except DecodeError as exc:
+            self.logger.error("Dead-lettering row %d of queue %r: %s", row.id, self.queue_name, exc)
+            try:
+                self.storage.bury(row.id, self.owner, self.queue_name, None, str(exc))
+            finally:
+                self._forget(row.id)
+            return
+        self._buffer.append(_PostgresMessageProxy(message, row.id, self))
+
+    def _forget(self, row_id: int) -> bool:
+        """A row this consumer leased was settled or handed back; whether it still held it."""
+        with self._lock:
+            if row_id not in self._held:
+                return False
+            self._held.discard(row_id)
+            self._poked = True
+            forget = self._closed and not self._held
+        self._wake.set()
+        if forget:
+            self.registry.discard(self)
+        return True
+
+    def release(self, proxy: _PostgresMessageProxy) -> None:
+        """The row of ``proxy`` was acked, dead-lettered or handed back: a slot is free."""
+        self._forget(proxy.row_id)
+
+    @staticmethod
+    def _proxy(message: MessageProxy) -> _PostgresMessageProxy:
+        if not isinstance(message, _PostgresMessageProxy):
+            raise TypeError(f"{message!r} was not consumed from a Postgres broker")
+        return message
+
+    def ack(self, message: MessageProxy) -> None:
+        proxy = self._proxy(message)
+        self.acks.delete(proxy.row_id)
+        proxy.leased_by.release(proxy)
+
+    def nack(self, message: MessageProxy) -> None:
+        proxy = self._proxy(message)
+        exception = proxy.exception
+        reason = dead_letter_reason(exception) if exception is not None else "the message failed"
+        owner = proxy.leased_by.owner
+        if not self.storage.bury(proxy.row_id, owner, proxy.queue_name, proxy.message_id, reason):
+            self.logger.warning("Row %d was no longer leased by this worker; not dead-lettered here.", proxy.row_id)
+        proxy.leased_by.release(proxy)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        proxies = [self._proxy(message) for message in messages]
+        try:
+            for owner in {proxy.leased_by.owner for proxy in proxies}:
+                self.storage.unlease(owner, [proxy.row_id for proxy in proxies if proxy.leased_by.owner == owner])
+        finally:
+            # Released even when the database refused: no longer renewed, their leases lapse
+            # and the rows come back (renewing them forever would strand them).
+            for proxy in proxies:
+                proxy.leased_by.release(proxy)
+
+    def close(self) -> None:
+        self.listener.unsubscribe(self)
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        try:
+            if buffered:
+                self.requeue(buffered)
+        except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
+            self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
+        with self._lock:
+            self._closed = True
+            forget = not self._held
+        # Rows still held are being processed: their leases are renewed until they are acked.
+        if forget:
+            self.registry.discard(self)
+
+    def __repr__(self) -> str:
+        return f"<PostgresConsumer {self.queue_name!r} owner={self.owner!r} held={len(self._held)}>"
