@@ -34,6 +34,7 @@ from .jobs import CancelResult, JobStatus, JobTracking, cancel, get_status, set_
 from .logging import get_logger
 from .message import Message
 from .middleware import Middleware
+from .scheduling import schedule
 from .worker import ConsumerThread, Worker, WorkerThread
 
 __version__ = "0.1.0"
@@ -83,6 +84,7 @@ __all__ = [
     "get_status",
     "group",
     "pipeline",
+    "schedule",
     "set_broker",
     "set_encoder",
     "set_progress",

@@ -83,6 +83,12 @@ class ConsumerThread(_PausableThread):
         #: their messages wait for an eta, not for a thread).
         self.demand = None if queue_name.endswith(".DQ") else demand
         self.consumer: Consumer | None = None
+        # Health, written by this thread and read by the worker process's health reporter (plain
+        # attributes: one writer, and a reader that only needs a recent value).
+        #: Whether this thread's last call to the broker consumer went through.
+        self.connected = False
+        #: Monotonic time of the last successful broker round trip (a message or an idle tick).
+        self.last_contact_s: float | None = None
         #: Messages with an eta, held until due. Touched by this thread, and by the thread
         #: calling Worker.stop once this one has exited.
         self.delay_queue: PriorityQueue[_DelayItem] = PriorityQueue()
@@ -98,9 +104,11 @@ class ConsumerThread(_PausableThread):
             try:
                 self._consume()
             except BrokerConnectionError:
+                self.connected = False
                 self.logger.critical("Consumer encountered a connection error.", exc_info=True)
                 self._reset()
             except Exception:
+                self.connected = False
                 self.logger.critical("Consumer encountered an unexpected error.", exc_info=True)
                 self._reset()
         self.broker.emit_before("consumer_thread_shutdown", self)
@@ -114,7 +122,9 @@ class ConsumerThread(_PausableThread):
                 # Without this, a broker that drops silent connections (RabbitMQ's heartbeats) would
                 # deliver the prefetched messages again, to run a second time after resume().
                 self.consumer.keep_alive(timeout_s)
+                self._contacted()
             except Exception:
+                self.connected = False
                 self.logger.warning("The paused consumer lost its connection; reconnecting on resume.", exc_info=True)
                 self.close()
         self._stop_event.wait(deadline.remaining_s())
@@ -133,6 +143,8 @@ class ConsumerThread(_PausableThread):
             self.consumer = self.broker.consume(self.queue_name, prefetch=self.prefetch, timeout=self.timeout_ms)
             self.consumer.demand = self.demand
         for message in self.consumer:
+            # A consumer reports broker trouble by raising: a message or an idle tick is a contact.
+            self._contacted()
             if message is not None:
                 self._handle_safely(message)
             self.handle_delayed_messages()
@@ -140,6 +152,10 @@ class ConsumerThread(_PausableThread):
                 return
         # A consumer that ends (rather than idling) is done: get a new one on the next round.
         self._close_consumer()
+
+    def _contacted(self) -> None:
+        self.connected = True
+        self.last_contact_s = time.monotonic()
 
     def _handle_safely(self, message: MessageProxy) -> None:
         message.delivered_by = self.consumer

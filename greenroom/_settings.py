@@ -18,6 +18,7 @@ __all__ = [
     "BROKER_URL_ENV",
     "DEFAULT_SQLITE_PATH",
     "GROUP_CALLBACK_BARRIER_TTL_ENV",
+    "HEALTH_DIR_ENV",
     "PROMETHEUS_MULTIPROC_ENV",
     "TREE_ID_ENV",
     "broker_url",
@@ -25,6 +26,10 @@ __all__ = [
     "delay_queue_prefetch",
     "getenv_int",
     "group_callback_barrier_ttl_ms",
+    "health_dir",
+    "health_host",
+    "health_port",
+    "health_timeout_ms",
     "lua_max_stack",
     "prom_host",
     "prom_port",
@@ -49,6 +54,9 @@ DEFAULT_SQLITE_PATH = "greenroom.db"
 #: The environment variables prometheus_client reads to find the multiprocess directory, in the order
 #: it reads them (they are prometheus_client's, so they have no ``dramatiq_`` spelling).
 PROMETHEUS_MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+#: Set by the ``greenroom`` command for its children: the directory where each worker process of
+#: the run keeps its health record (see :mod:`greenroom._health`).
+HEALTH_DIR_ENV = "greenroom_health_dir"
 
 _PREFIX = "greenroom_"
 _DRAMATIQ_PREFIX = "dramatiq_"
@@ -132,6 +140,27 @@ def prom_host() -> str | None:
 def prom_port() -> int | None:
     """``greenroom_prom_port``: the port the metrics server listens on."""
     return getenv_int("greenroom_prom_port")
+
+
+def health_dir() -> str | None:
+    """The health record directory of the ``greenroom`` run this process belongs to, if any."""
+    return os.environ.get(HEALTH_DIR_ENV) or None
+
+
+def health_host() -> str | None:
+    """``greenroom_health_host``: where the health server of its own (``greenroom_health_port``) listens."""
+    return os.environ.get("greenroom_health_host") or os.environ.get("dramatiq_health_host") or None
+
+
+def health_port() -> int | None:
+    """``greenroom_health_port``: the port of the health server of its own; ``None`` when there is none."""
+    return getenv_int("greenroom_health_port")
+
+
+def health_timeout_ms() -> int | None:
+    """``greenroom_health_timeout``: how long (ms) a worker process may go without a successful broker
+    round trip, or without renewing its health record, before ``/healthz`` counts it as unable to work."""
+    return getenv_int("greenroom_health_timeout")
 
 
 def tree_id() -> str | None:

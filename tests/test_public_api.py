@@ -43,6 +43,7 @@ EXPECTED = {
     "get_logger",
     "group",
     "pipeline",
+    "schedule",  # greenroom's own: periodic jobs (Dramatiq has none)
     # greenroom's own: job control (greenroom.jobs)
     "CancelResult",
     "JobStatus",

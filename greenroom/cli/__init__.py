@@ -21,6 +21,7 @@ from .. import __version__, _settings
 from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode, StartupError
+from ._health import prepare_health
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
 from ._metrics import prepare_metrics_directory
 from ._pidfile import PidFileError, remove_pidfile, write_pidfile
@@ -61,11 +62,13 @@ def parse_args(args: argparse.Namespace | None) -> CliOptions:
 
 
 def prepare_environment(options: CliOptions) -> LogOutput:
-    """Set up the main process: import path, ``--watch`` checks, PID file and the log stream.
+    """Set up the main process: import path, ``--watch`` checks, PID file, metrics and health, and the log stream.
 
     Raises:
       StartupError: When one of them is not possible.
     """
+    if options.scheduler_only and options.burst:
+        raise StartupError(ExitCode.IMPORT, "--scheduler-only cannot be combined with --burst (nothing to drain)")
     for path in options.path:
         sys.path.insert(0, path)
     if options.watch:
@@ -74,7 +77,8 @@ def prepare_environment(options: CliOptions) -> LogOutput:
             raise StartupError(ExitCode.IMPORT, problem)
     if options.pid_file:
         _write_pidfile(options.pid_file)
-    prepare_metrics_directory()
+    metrics_directory = prepare_metrics_directory()
+    prepare_health(options, metrics=metrics_directory is not None)
     try:
         output = LogOutput(options.log_file)
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The command-line arguments of ``greenroom`` (Dramatiq-compatible flags plus ``--burst``).
+"""The command-line arguments of ``greenroom`` (Dramatiq-compatible flags plus ``--burst`` and the scheduler's).
 
 Besides :mod:`greenroom._settings`, which reads the settings the library needs, this package is
 the only place where greenroom reads environment variables; what it reads is passed down as
@@ -34,6 +34,8 @@ examples:
   greenroom app:setup               call app.setup(), then use the global broker
   greenroom app more.tasks -p 2 -t 16 -Q default emails
   greenroom app --burst             process every queued message, then exit
+  greenroom app --no-scheduler      run workers only: another run enqueues the periodic jobs
+  greenroom app --scheduler-only    run only the scheduler of periodic jobs, no workers
   greenroom-gevent app -p 8 -t 250  8 processes of 250 greenlets
 
 signals: INT or TERM stop gracefully (a second one kills the workers), HUP reloads the code.
@@ -63,6 +65,14 @@ class CliOptions:
     exclude_patterns: tuple[str, ...] = ()
     verbose: int = 0
     burst: bool = False
+    #: Whether this run schedules periodic jobs (in its first worker process).
+    scheduler: bool = True
+    #: Run one process that schedules and consumes nothing.
+    scheduler_only: bool = False
+    #: ``--health-port``: answer ``GET /healthz`` on this port (else ``greenroom_health_port``, else none).
+    health_port: int | None = None
+    #: ``--health-host``: where that server listens (else ``greenroom_health_host``, else 127.0.0.1).
+    health_host: str | None = None
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -116,7 +126,9 @@ def make_argument_parser(prog: str = "greenroom") -> argparse.ArgumentParser:
     parser.add_argument("broker", help="the broker: 'module', 'module:broker_attribute' or 'module:callable'")
     parser.add_argument("modules", metavar="module", nargs="*", help="additional modules to import in each worker")
     _add_process_arguments(parser)
+    _add_scheduler_arguments(parser)
     _add_watch_arguments(parser)
+    _add_health_arguments(parser)
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--verbose", "-v", action="count", default=0, help="turn on debug logging")
     return parser
@@ -162,6 +174,42 @@ def _add_process_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="process until every consumed queue is empty (delayed messages included), then exit 0",
     )
+
+
+def _add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="do not schedule periodic jobs in this run (other runs do; --burst implies it)",
+    )
+    group.add_argument(
+        "--scheduler-only",
+        action="store_true",
+        help="run one process that schedules periodic jobs and runs no workers",
+    )
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range (1 to 65535)")
+    return port
+
+
+def _add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--health-port",
+        type=_port,
+        metavar="PORT",
+        help="answer GET /healthz on this port (default: greenroom_health_port; with metrics on, "
+        "the metrics server answers it too)",
+    )
+    add("--health-host", metavar="HOST", help="where the health port listens (default: 127.0.0.1)")
 
 
 def _add_watch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +264,10 @@ def options_from_namespace(namespace: argparse.Namespace) -> CliOptions:
         exclude_patterns=tuple(getattr(namespace, "exclude_patterns", None) or ()),
         verbose=int(namespace.verbose or 0),
         burst=bool(getattr(namespace, "burst", False)),
+        scheduler=not getattr(namespace, "no_scheduler", False),
+        scheduler_only=bool(getattr(namespace, "scheduler_only", False)),
+        health_port=getattr(namespace, "health_port", None),
+        health_host=getattr(namespace, "health_host", None),
     )
 
 

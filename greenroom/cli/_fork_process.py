@@ -9,9 +9,9 @@ import signal
 import sys
 from types import FrameType
 
+from ._app import import_object
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
 from ._exit_codes import ExitCode
-from ._worker_process import import_object
 
 __all__ = ["ForkSpec", "run_fork"]
 

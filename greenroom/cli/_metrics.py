@@ -22,7 +22,7 @@ from .._lazy import process_exists
 from ..broker import Broker
 from ..middleware.prometheus import MULTIPROC_ENV, Prometheus
 
-__all__ = ["install_metrics_middleware", "prepare_metrics_directory"]
+__all__ = ["install_metrics_middleware", "prepare_metrics_directory", "sweep_dead_runs"]
 
 #: Each run's directory is ``<base>/greenroom-prometheus-<main pid>``.
 _RUN_PREFIX = "greenroom-prometheus-"
@@ -39,7 +39,7 @@ def prepare_metrics_directory() -> str | None:
     if os.environ.get("greenroom_prom_enabled", "1").lower() in ("0", "false", "no", "off"):
         return None
     base = os.environ.get("greenroom_prom_db") or os.environ.get("dramatiq_prom_db") or tempfile.gettempdir()
-    _sweep_dead_runs(base)
+    sweep_dead_runs(base, _RUN_PREFIX)
     # A subdirectory of its own: the configured directory may hold other things, or other runs.
     directory = os.path.join(base, f"{_RUN_PREFIX}{os.getpid()}")
     # A reload re-executes this process with the same pid: its counters start again from zero.
@@ -51,15 +51,15 @@ def prepare_metrics_directory() -> str | None:
     return directory
 
 
-def _sweep_dead_runs(base: str) -> None:
-    """Remove the metrics directories of earlier runs whose main process is gone (killed)."""
+def sweep_dead_runs(base: str, prefix: str) -> None:
+    """Remove the directories ``<base>/<prefix><pid>`` of earlier runs whose main process is gone (killed)."""
     try:
         names = os.listdir(base)
     except OSError:
         return
     for name in names:
-        pid_text = name[len(_RUN_PREFIX) :]
-        if name.startswith(_RUN_PREFIX) and pid_text.isdigit() and not process_exists(int(pid_text)):
+        pid_text = name[len(prefix) :]
+        if name.startswith(prefix) and pid_text.isdigit() and not process_exists(int(pid_text)):
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 

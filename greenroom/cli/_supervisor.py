@@ -8,27 +8,23 @@ at once to any of them without polling.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import enum
 import logging
-import math
-import multiprocessing
-import os
 import queue
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable
+from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
 
 from ._args import CliOptions, broker_url_from_environment
-from ._child import HANDLED_SIGNALS, ChildPipes
+from ._child import HANDLED_SIGNALS
 from ._exit_codes import ExitCode
-from ._fork_process import ForkSpec, run_fork
+from ._forks import ForkProcesses
+from ._health import health_forks
+from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
 from ._log_pipes import LogForwarder
 from ._reexec import hold_signals, release_signals
 from ._worker_process import WorkerSpec, run_worker
@@ -52,103 +48,6 @@ class _State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"  # graceful shutdown (TERM, INT, HUP, or drained in burst mode)
     KILLING = "killing"  # second TERM: worker processes were killed
-
-
-@dataclasses.dataclass
-class _Child:
-    """One worker position (or one fork process) and its current process."""
-
-    index: int
-    process: BaseProcess | None = None
-    #: The main process's end of the control pipe; closing it tells the child to go away.
-    control: Connection | None = None
-    booted: bool = False
-    #: Whether the control pipe still has to be watched (until the boot report arrives).
-    awaiting_report: bool = False
-    started_at_s: float = 0.0
-    boot_deadline_s: float = math.inf
-    deaths_in_a_row: int = 0
-    restart_at_s: float | None = None
-    #: Burst mode: the worker drained its queues and exited 0.
-    done: bool = False
-    exitcode: int | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None
-
-
-class _Launcher:
-    """Starts child processes, each with a log pipe (to the forwarder) and a control pipe."""
-
-    def __init__(self, options: CliOptions, forwarder: LogForwarder, others: Callable[[], list[_Child]]) -> None:
-        self.forwarder = forwarder
-        # Typed loosely: typeshed's BaseContext does not declare Process.
-        self.context: Any = multiprocessing.get_context("spawn" if options.use_spawn else None)
-        self._fork_start = self.context.get_start_method() == "fork"
-        #: Every child of the tree, so that a forked child can close the main process's pipe ends.
-        self._others = others
-
-    def spawn(self, child: _Child, target: Callable[..., None], spec: object, name: str, *, daemon: bool) -> None:
-        """Start ``target(spec, pipes)`` in a new process for ``child``."""
-        log_r, log_w = self.context.Pipe(duplex=False)
-        main_end, child_end = self.context.Pipe(duplex=True)
-        inherited: tuple[Any, ...] = ()
-        if self._fork_start:
-            # A forked child gets a copy of every descriptor of this process. It must close the
-            # main process's ends of the control pipes, or their children never see end-of-file.
-            inherited = (log_r, main_end, *[c.control for c in self._others() if c.control is not None])
-        pipes = ChildPipes(log=log_w, control=child_end, close_conns=inherited)
-        process = self.context.Process(target=target, args=(spec, pipes), name=name, daemon=daemon)
-        try:
-            with _signals_blocked():
-                process.start()
-        except BaseException:
-            for conn in (log_r, log_w, main_end, child_end):
-                conn.close()
-            raise
-        log_w.close()
-        child_end.close()
-        self.forwarder.add(_detach(log_r))
-        child.process, child.control, child.booted = process, main_end, False
-        child.started_at_s, child.restart_at_s, child.exitcode = time.monotonic(), None, None
-
-
-class _ForkProcesses:
-    """The fork processes: ``--fork-function`` ones and those the middleware of the first worker asks for."""
-
-    def __init__(self, launcher: _Launcher, verbose: int) -> None:
-        self.launcher = launcher
-        self.verbose = verbose
-        self.children: list[_Child] = []
-        #: Middleware fork functions reported by the first worker to boot.
-        self.middleware_functions: list[str] | None = None
-        self._middleware_started = False
-        self._stopped = False
-
-    def start(self, functions: list[str]) -> None:
-        """Start one fork process per function (``module:name``)."""
-        for function in functions:
-            child = _Child(len(self.children))
-            spec = ForkSpec(index=child.index, function=function, verbose=self.verbose)
-            self.launcher.spawn(child, run_fork, spec, f"ForkProcess({child.index})", daemon=True)
-            self.children.append(child)
-
-    def start_middleware_forks(self) -> None:
-        """Start the middleware's fork processes, once, when a worker has reported them."""
-        if self.middleware_functions is not None and not self._middleware_started:
-            self._middleware_started = True
-            self.start(self.middleware_functions)
-
-    def signal(self, signum: signal.Signals) -> None:
-        """Send a signal to every fork process."""
-        _send(self.children, signum)
-
-    def stop(self) -> None:
-        """Ask every fork process to stop, once: a second TERM makes a fork process exit with status 1."""
-        if not self._stopped:
-            self._stopped = True
-            self.signal(signal.SIGTERM)
 
 
 class Supervisor:
@@ -181,9 +80,10 @@ class Supervisor:
         self.forwarder = forwarder
         self.gevent = gevent
         self.on_ready = on_ready
-        self.workers = [_Child(i) for i in range(options.processes)]
-        self.launcher = _Launcher(options, forwarder, lambda: [*self.workers, *self.forks.children])
-        self.forks = _ForkProcesses(self.launcher, options.verbose)
+        # With --scheduler-only, one process that schedules and consumes nothing.
+        self.workers = [Child(i) for i in range(1 if options.scheduler_only else options.processes)]
+        self.launcher = Launcher(options, forwarder, lambda: [*self.workers, *self.forks.children])
+        self.forks = ForkProcesses(self.launcher, options.verbose)
         #: Signals received, queued by the handler, handled by the loop (SimpleQueue.put is reentrant).
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.state = _State.BOOTING
@@ -203,7 +103,7 @@ class Supervisor:
         previous_handlers: dict[signal.Signals, Any] = {}
         code: int | None = None
         try:
-            with _signals_blocked():
+            with signals_blocked():
                 # Threads inherit the blocked mask, so signals reach the main thread only.
                 self.forwarder.start()
                 previous_handlers = self._install_signal_handlers()
@@ -272,7 +172,7 @@ class Supervisor:
 
     # -- spawning -----------------------------------------------------------------------------
 
-    def _spawn_worker(self, child: _Child) -> None:
+    def _spawn_worker(self, child: Child) -> None:
         options = self.options
         spec = WorkerSpec(
             index=child.index,
@@ -286,6 +186,10 @@ class Supervisor:
             skip_logging=options.skip_logging,
             gevent=self.gevent,
             broker_url=broker_url_from_environment(),
+            consume=not options.scheduler_only,
+            # Burst runs only drain queues; otherwise the first worker process of a run schedules.
+            scheduler=options.scheduler_only or (options.scheduler and not options.burst and child.index == 0),
+            recover_pids=child.dead_pids,
         )
         self.launcher.spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
         child.awaiting_report = True
@@ -330,7 +234,8 @@ class Supervisor:
             if self.reload and not self._told_to_stop:
                 # TERM during a reload: the graceful stop already under way becomes the final one.
                 logger.info("Received %s; stopping instead of reloading.", name)
-                self.reload, self._told_to_stop = False, True
+                self.reload = False
+                self._told_to_stop = True
                 return
             logger.warning("Received %s again; killing the worker processes.", name)
             self._kill_all()
@@ -355,8 +260,9 @@ class Supervisor:
                 if event == "booted":
                     self._on_booted(child, list(detail))
 
-    def _on_booted(self, child: _Child, middleware_forks: list[str]) -> None:
+    def _on_booted(self, child: Child, middleware_forks: list[str]) -> None:
         child.booted = True
+        child.dead_pids = ()  # the new process returned their messages while it booted
         if self.forks.middleware_functions is None:
             self.forks.middleware_functions = middleware_forks
         if self.state is _State.BOOTING and all(c.booted for c in self.workers):
@@ -367,19 +273,22 @@ class Supervisor:
     def _finish_boot(self) -> None:
         self.state = _State.RUNNING
         booted = sum(c.booted for c in self.workers)
-        self.forks.start(list(self.options.forks))
+        self.forks.start([*self.options.forks, *health_forks()])
         self.forks.start_middleware_forks()
-        logger.info(
-            "Greenroom is ready: %d of %d worker processes with %d threads each.",
-            booted,
-            len(self.workers),
-            self.options.threads,
-        )
+        if self.options.scheduler_only:
+            logger.info("Greenroom is ready: the scheduler process is running (no workers).")
+        else:
+            logger.info(
+                "Greenroom is ready: %d of %d worker processes with %d threads each.",
+                booted,
+                len(self.workers),
+                self.options.threads,
+            )
         if self.on_ready is not None:
             # The file watcher's threads inherit the blocked mask: a signal must never reach one
             # of them once the main thread has blocked it for a re-exec and restored the default
             # dispositions, which would end the process.
-            with _signals_blocked():
+            with signals_blocked():
                 self.on_ready()
 
     def _check_boot_deadlines(self) -> None:
@@ -406,37 +315,45 @@ class Supervisor:
             if child.process is not None and child.process.exitcode is not None:
                 code = self._release(child)
                 if self.state in (_State.BOOTING, _State.RUNNING):
-                    logger.error("Fork process %d exited with %s.", child.index, _describe_exit(code))
+                    logger.error("Fork process %d exited with %s.", child.index, describe_exit(code))
         if self.state is _State.RUNNING and self.options.burst and all(c.done for c in self.workers):
             logger.info("Every worker process drained its queues.")
             self._begin_stop(signal.SIGTERM)
         if self.state is _State.STOPPING and not any(c.alive for c in self.workers):
             self.forks.stop()
 
-    def _release(self, child: _Child) -> int:
+    def _release(self, child: Child) -> int:
         assert child.process is not None
         code = child.process.exitcode
         assert code is not None
+        child.last_pid = child.process.pid
         if child.control is not None:
             child.control.close()
         child.process.close()
-        child.process, child.control, child.awaiting_report, child.exitcode = None, None, False, code
+        child.process = None
+        child.control = None
+        child.awaiting_report = False
+        child.exitcode = code
         return code
 
-    def _on_worker_exit(self, child: _Child, code: int) -> None:
+    def _on_worker_exit(self, child: Child, code: int) -> None:
         if self.state in (_State.STOPPING, _State.KILLING):
             return
         # A worker that cannot boot because the code does not import or the broker cannot be
         # reached ends the run, at first boot and after a replacement or reload alike.
         cannot_boot = code in (ExitCode.IMPORT, ExitCode.CONNECTION)
         if not child.booted and (self.state is _State.BOOTING or cannot_boot):
-            logger.critical("Worker process %d failed to boot (%s).", child.index, _describe_exit(code))
+            logger.critical("Worker process %d failed to boot (%s).", child.index, describe_exit(code))
             self.fatal_code = code if code > 0 else int(ExitCode.KILLED)
             self._begin_stop(signal.SIGTERM)
             return
         if self.options.burst and code == 0:
             child.done = True
             return
+        if child.booted and child.last_pid is not None:
+            # Its unacknowledged messages go back at once, when the replacement boots, rather
+            # than after the broker's heartbeat or lease timeout.
+            child.dead_pids = (*child.dead_pids, child.last_pid)
         lived_s = time.monotonic() - child.started_at_s
         child.deaths_in_a_row = 1 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
         pause_s = restart_pause_s(child.deaths_in_a_row)
@@ -445,7 +362,7 @@ class Supervisor:
             "Worker process %d %s %s; starting a new one in %.1f s.",
             child.index,
             "died with" if child.booted else "failed to boot with",
-            _describe_exit(code),
+            describe_exit(code),
             pause_s,
         )
 
@@ -470,14 +387,15 @@ class Supervisor:
         for child in self.workers:
             if child.restart_at_s is not None:
                 # It was waiting to be replaced: its crash was handled, it says nothing of this stop.
-                child.restart_at_s, child.exitcode = None, None
-        _send(self.workers, signum)
+                child.restart_at_s = None
+                child.exitcode = None
+        send_signal(self.workers, signum)
         if not any(c.alive for c in self.workers):
             self.forks.stop()
 
     def _kill_all(self) -> None:
         self.state = _State.KILLING
-        _send(self.workers, signal.SIGKILL)
+        send_signal(self.workers, signal.SIGKILL)
         self.forks.signal(signal.SIGKILL)
 
     def _finished(self) -> bool:
@@ -496,36 +414,3 @@ class Supervisor:
 def restart_pause_s(deaths_in_a_row: int) -> float:
     """How long to wait before replacing a worker process that died ``deaths_in_a_row`` times in a row."""
     return float(min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** max(0, deaths_in_a_row - 1)))
-
-
-def _send(children: list[_Child], signum: signal.Signals) -> None:
-    for child in children:
-        if child.process is not None and child.process.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.process.pid, signum)
-
-
-def _detach(conn: Connection) -> int:
-    """A plain descriptor for the read end of a pipe (the log forwarder owns and closes it)."""
-    fd = os.dup(conn.fileno())
-    conn.close()
-    return fd
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Block the handled signals in this thread; a child forked meanwhile starts with them blocked."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 import logging
 import signal
+import socket
 import sys
 import time
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..broker import Broker, get_broker
+from ..broker import Broker
 from ..common import q_name
 from ..errors import BrokerConnectionError, QueueJoinTimeout
 from ..threading import is_gevent_active
 from ..worker import Worker
+from ._app import import_broker, import_module, import_object
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
 from ._exit_codes import ExitCode, StartupError
+from ._health import start_health_reporter
 from ._metrics import install_metrics_middleware
+from ._scheduler_thread import start_scheduler
 
 __all__ = ["WorkerSpec", "import_broker", "import_module", "import_object", "run_worker"]
 
@@ -52,6 +54,12 @@ class WorkerSpec:
     gevent: bool = False
     #: The broker URL from the environment, to name the broker in connection errors.
     broker_url: str | None = None
+    #: Whether to run a Worker (not with ``--scheduler-only``).
+    consume: bool = True
+    #: Whether to run the scheduler of periodic jobs in this process.
+    scheduler: bool = False
+    #: Worker processes of this position that died: their messages are returned at boot.
+    recover_pids: tuple[int, ...] = ()
 
 
 class _StopState:
@@ -63,54 +71,6 @@ class _StopState:
 
     def __init__(self) -> None:
         self.stop_requested = False
-
-
-def import_module(name: str) -> ModuleType:
-    """Import the module ``name`` of the application.
-
-    Raises:
-      ImportError: When it cannot be imported, a syntax error in its source (or in a module it
-        imports) included: either way the code cannot run, and the command exits with
-        ``ExitCode.IMPORT`` and one line instead of crashing with a traceback.
-    """
-    try:
-        return importlib.import_module(name)
-    except SyntaxError as exc:
-        # str() names the file and line: "invalid syntax (app.py, line 3)".
-        raise ImportError(f"{type(exc).__name__}: {exc}", name=name) from exc
-
-
-def import_object(value: str) -> tuple[ModuleType, object | None]:
-    """Import ``module`` or ``module:dotted.attribute``.
-
-    Raises:
-      ImportError: When the module or the attribute does not exist, or the module has a syntax error.
-    """
-    module_name, _, attribute = value.partition(":")
-    module = import_module(module_name)
-    if not attribute:
-        return module, None
-    try:
-        return module, functools.reduce(getattr, attribute.split("."), module)
-    except AttributeError:
-        raise ImportError(f"module {module_name!r} does not define {attribute!r}") from None
-
-
-def import_broker(value: str) -> Broker:
-    """The broker named on the command line: ``module``, ``module:broker`` or ``module:callable``.
-
-    Raises:
-      ImportError: When something cannot be imported, or the attribute is not a broker.
-    """
-    _, target = import_object(value)
-    if target is None:
-        return get_broker()
-    if isinstance(target, Broker):
-        return target
-    if callable(target):
-        target()
-        return get_broker()
-    raise ImportError(f"{value!r} is not a broker, nor a callable that sets one up")
 
 
 def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
@@ -156,16 +116,34 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
         _report(pipes, ("failed", int(ExitCode.KILLED)))
         return ExitCode.KILLED
     _report(pipes, ("booted", forks))
-    logger.info("Worker process is ready for action.")
+    scheduler = start_scheduler(broker, logger) if spec.scheduler else None
+    health = start_health_reporter(spec.index, worker)
+    logger.info("Worker process is ready for action." if worker is not None else "Scheduler process is ready.")
     _wait_until_stopped(spec, broker, worker, state, logger)
     logger.info("Stopping worker process...")
-    worker.stop(timeout=spec.shutdown_timeout_ms)
+    if health is not None:
+        health.stop()  # a stopping process takes no more work: /healthz stops counting it at once
+    if scheduler is not None:
+        # First: its leases go to another run at once, rather than when they expire.
+        scheduler.stop()
+    if worker is not None:
+        worker.stop(timeout=spec.shutdown_timeout_ms)
     broker.close()
     logger.info("Worker process stopped.")
     return ExitCode.OK
 
 
-def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
+def _recover(broker: Broker, pids: tuple[int, ...]) -> None:
+    """Return the messages that worker processes of this tree held when they died (this host)."""
+    host = socket.gethostname()
+    for pid in pids:
+        if broker.recover_process(host, pid):
+            logging.getLogger("greenroom.WorkerProcess").warning(
+                "Returned the messages of dead worker process %d to their queues.", pid
+            )
+
+
+def _boot(spec: WorkerSpec) -> tuple[Broker, Worker | None, list[str]]:
     try:
         broker = import_broker(spec.broker)
         install_metrics_middleware(broker)
@@ -175,10 +153,14 @@ def _boot(spec: WorkerSpec) -> tuple[Broker, Worker, list[str]]:
     except ImportError as exc:
         raise StartupError(ExitCode.IMPORT, f"Could not import {_describe_import(spec, exc)}: {exc}") from exc
     forks = [f"{fork.__module__}:{fork.__qualname__}" for m in broker.middleware for fork in m.forks]
-    worker = Worker(broker, queues=set(spec.queues) if spec.queues else None, worker_threads=spec.threads)
+    worker = None
+    if spec.consume:
+        worker = Worker(broker, queues=set(spec.queues) if spec.queues else None, worker_threads=spec.threads)
     try:
         _check_connection(broker, spec)
-        worker.start()
+        _recover(broker, spec.recover_pids)
+        if worker is not None:
+            worker.start()
     except (BrokerConnectionError, OSError) as exc:
         where = _describe_broker(broker, spec)
         raise StartupError(ExitCode.CONNECTION, _scrub(f"Cannot connect to the broker {where}: {exc}", spec)) from exc
@@ -237,13 +219,13 @@ def _queue_is_empty(broker: Broker, queue_name: str, timeout_ms: int) -> bool:
 
 
 def _wait_until_stopped(
-    spec: WorkerSpec, broker: Broker, worker: Worker, state: _StopState, logger: logging.Logger
+    spec: WorkerSpec, broker: Broker, worker: Worker | None, state: _StopState, logger: logging.Logger
 ) -> None:
     next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S
     drained_before = False
     while not state.stop_requested:
         time.sleep(POLL_INTERVAL_S)
-        if spec.burst and time.monotonic() >= next_check_s:
+        if spec.burst and worker is not None and time.monotonic() >= next_check_s:
             # Two drained checks in a row: a message moving from the broker into the worker's
             # memory between the probes of one check cannot make both look empty.
             drained = _is_drained(broker, worker)

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _settings
+from .._health import HEALTH_PATH, answer_health, make_threaded_server
 from .._lazy import process_exists
 from .._settings import PROMETHEUS_MULTIPROC_ENV
 from ..common import q_name
@@ -202,10 +203,12 @@ def _remove_dead_processes(directory: str) -> None:
 def serve_metrics() -> int:
     """Serve the metrics of every worker process of this run over HTTP (a CLI fork function).
 
-    Reads ``greenroom_prom_host``, ``greenroom_prom_port`` and the multiprocess directory from the
-    environment the CLI prepared. Blocks until the process is terminated.
+    ``GET /healthz`` answers whether the run can work (see :mod:`greenroom._health`); every other
+    path serves the metrics. Reads ``greenroom_prom_host``, ``greenroom_prom_port`` and the
+    multiprocess directory from the environment the CLI prepared. Blocks until the process is
+    terminated.
     """
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
     import prometheus_client as prom
     from prometheus_client import multiprocess
@@ -221,6 +224,8 @@ def serve_metrics() -> int:
         port = DEFAULT_PORT
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == HEALTH_PATH:
+            return answer_health(start_response)
         _remove_dead_processes(directory)
         registry = prom.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
@@ -231,7 +236,8 @@ def serve_metrics() -> int:
             logger.debug(format, *args)
 
     try:
-        server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        # Threaded: a health probe must not wait behind a slow scrape.
+        server: WSGIServer = make_threaded_server(host, port, app, _QuietHandler)
     except OSError as exc:
         logger.error("Cannot serve metrics on %s:%d: %s", host, port, exc.strerror or exc)
         return 1

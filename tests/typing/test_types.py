@@ -60,3 +60,10 @@ if TYPE_CHECKING:
     _backend_like: ResultBackendLike = StubBackend()
     _global_broker: GlobalBroker = broker
     assert_type(greenroom.get_broker(), greenroom.Broker)
+
+if TYPE_CHECKING:
+    from greenroom.scheduling import Clock, Schedule, SystemClock
+
+    assert_type(greenroom.schedule(add, every=60, args=(1, 2)), Schedule)
+    greenroom.schedule(add, cron="* * * * *", missed="sometimes")  # type: ignore[arg-type]
+    _clock: Clock = SystemClock()
