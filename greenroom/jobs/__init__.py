@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 from .._lazy import import_optional
 from ..errors import Cancelled
 from ._api import CancelResult, cancel, get_status, set_progress
+from ._history import Attempt, JobDetails, get_details, preview_arguments
 from ._memory_store import MemoryJobStore
 from ._middleware import JobTracking
+from ._minute_stores import minute_counts_for
+from ._minutes import MinuteCounts
 from ._status import FINISHED, JobStatus, State
 from ._store import JobStore
 from ._stores import JobStoreNotConfigured, store_for
@@ -40,18 +43,24 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FINISHED",
+    "Attempt",
     "CancelResult",
     "Cancelled",
+    "JobDetails",
     "JobStatus",
     "JobStore",
     "JobStoreNotConfigured",
     "JobTracking",
     "MemoryJobStore",
+    "MinuteCounts",
     "RedisJobStore",
     "SQLiteJobStore",
     "State",
     "cancel",
+    "get_details",
     "get_status",
+    "minute_counts_for",
+    "preview_arguments",
     "set_progress",
     "store_for",
 ]

@@ -14,6 +14,9 @@ from ..common import current_millis, q_name
 from ..errors import Cancelled
 from ..logging import get_logger
 from ..middleware.middleware import Middleware
+from ._history import argument_fields, attempt_entry
+from ._minute_stores import minute_counts_for
+from ._minutes import MinuteTally
 from ._status import ERROR_LIMIT, State
 from ._store import JobStore
 from ._stores import store_for
@@ -37,6 +40,9 @@ class _Run:
     broker: Broker
     message_id: str
     thread_id: int
+    #: The attempt's number (from 1) and when it started, for its entry in the status's history.
+    attempt: int = 1
+    started_at_ms: int = 0
     #: A retry of the message was enqueued while it ran (by the Retries middleware).
     retried: bool = False
 
@@ -101,10 +107,13 @@ class JobTracking(Middleware):
         self.watch = CancelWatch(self, poll_interval_ms=poll_interval, heartbeat_interval_ms=heartbeat_interval)
         #: One flag per worker thread: the message of its run was cancelled before it started.
         self._local = threading.local()
+        #: Attempts that ended in this process, per minute, until the watch thread stores them.
+        self.minutes = MinuteTally()
 
     @property
     def actor_options(self) -> set[str]:
-        return {"track"}
+        # sensitive: the message's arguments are never stored with its status (nor shown by the dashboard).
+        return {"track", "sensitive"}
 
     def store(self, broker: Broker) -> JobStore:
         """The store status is written to."""
@@ -135,6 +144,10 @@ class JobTracking(Middleware):
             "enqueued_at_ms": message.message_timestamp,
             "eta_ms": message.options.get("eta") if delayed else None,
         }
+        if not retries:  # a retry has the arguments its first send recorded
+            actor = broker.actors.get(message.actor_name)
+            actor_options = actor.options if actor is not None else NO_OPTIONS
+            fields.update(argument_fields(message.args, message.kwargs, message.options, actor_options))
         self.store(broker).update(message.message_id, fields, self.active_ttl)
 
     # -- workers ----------------------------------------------------------------------------------
@@ -148,17 +161,20 @@ class JobTracking(Middleware):
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if not self.tracks(broker, message):
             return
+        attempt = message.options.get("retries", 0) + 1
+        started_at_ms = current_millis()
         fields = {
             "state": State.RUNNING,
             "actor_name": message.actor_name,
             "queue_name": q_name(message.queue_name),
-            "attempts": message.options.get("retries", 0) + 1,
-            "started_at_ms": current_millis(),
+            "attempts": attempt,
+            "started_at_ms": started_at_ms,
             "finished_at_ms": None,
             "worker": self.worker_name,
+            **attempt_entry(attempt, started_at_ms=started_at_ms, worker=self.worker_name, outcome=State.RUNNING),
         }
         cancelled = self.store(broker).begin(message.message_id, fields, self.active_ttl)
-        run = _Run(self, broker, message.message_id, threading.get_ident())
+        run = _Run(self, broker, message.message_id, threading.get_ident(), attempt, started_at_ms)
         _current.set(run)
         self._local.run = run
         if cancelled:
@@ -169,6 +185,8 @@ class JobTracking(Middleware):
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
+        if isinstance(exception, Cancelled):
+            message.fail()  # dead-lettered even without the Retries middleware (which never retries it)
         self._leave(message)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -190,18 +208,19 @@ class JobTracking(Middleware):
             return
         exception = message.exception
         if exception is None:
-            self._write_end(broker, message, State.SUCCEEDED, None)
+            self._write_end(broker, run, State.SUCCEEDED, None)
         elif run.retried:
-            self._write_end(broker, message, State.RETRYING, exception)
+            self._write_end(broker, run, State.RETRYING, exception)
         else:
-            self._write_end(broker, message, State.FAILED, exception)
+            self._write_end(broker, run, State.FAILED, exception)
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        if self._finish(message) is None:
+        run = self._finish(message)
+        if run is None:
             return
         exception = message.exception
         state = State.CANCELLED if isinstance(exception, Cancelled) else State.FAILED
-        self._write_end(broker, message, state, exception)
+        self._write_end(broker, run, state, exception)
 
     def _finish(self, message: MessageProxy) -> _Run | None:
         """The run this thread settled, if it is the message's (a delayed message moved to its queue is not)."""
@@ -212,14 +231,32 @@ class JobTracking(Middleware):
         _current.set(None)
         return run
 
-    def _write_end(self, broker: Broker, message: MessageProxy, state: str, exception: BaseException | None) -> None:
-        fields: dict[str, Any] = {"state": state, **_error_fields(exception)}
-        fields.update(self.watch.take_progress(message.message_id))
+    def _write_end(self, broker: Broker, run: _Run, state: str, exception: BaseException | None) -> None:
+        now_ms = current_millis()
+        self.minutes.count(failed=exception is not None, now_ms=now_ms)
+        error = _error_fields(exception)
+        fields: dict[str, Any] = {"state": state, **error}
+        fields.update(self.watch.take_progress(run.message_id))
+        fields.update(
+            attempt_entry(
+                run.attempt,
+                started_at_ms=run.started_at_ms,
+                worker=self.worker_name,
+                outcome=state,
+                finished_at_ms=now_ms,
+                error=error,
+                exception=exception,
+            )
+        )
         if state == State.RETRYING:
-            self.store(broker).update(message.message_id, fields, self.active_ttl)
+            self.store(broker).update(run.message_id, fields, self.active_ttl)
             return
-        fields["finished_at_ms"] = current_millis()
-        self.store(broker).update(message.message_id, fields, self.status_ttl)
+        fields["finished_at_ms"] = now_ms
+        self.store(broker).update(run.message_id, fields, self.status_ttl)
+
+    def flush_minutes(self, broker: Broker) -> None:
+        """Add the attempts that ended in this process to the per-minute counts beside the store."""
+        self.minutes.flush(minute_counts_for(self.store(broker)))
 
     # -- progress -------------------------------------------------------------------------------
 

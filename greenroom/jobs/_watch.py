@@ -38,6 +38,8 @@ class _Tracking(Protocol):
 
     def store(self, broker: Broker) -> JobStore: ...
 
+    def flush_minutes(self, broker: Broker) -> None: ...
+
 
 class _Watched(Protocol):
     message_id: str
@@ -136,6 +138,10 @@ class CancelWatch:
                 self._tracking.store(broker).retire(self.worker_id)
             except Exception:  # noqa: BLE001 - its heartbeat expires anyway
                 self._logger.warning("Could not remove worker %s from the list of workers.", self.worker_id)
+            try:
+                self._tracking.flush_minutes(broker)
+            except Exception:  # noqa: BLE001 - only the dashboard's per-minute counts miss them
+                self._logger.warning("Could not store the last per-minute counts of worker %s.", self.worker_id)
 
     def _run(self, stop_event: threading.Event) -> None:
         next_beat_s = 0.0
@@ -179,3 +185,5 @@ class CancelWatch:
         info = {**self._worker_info, "running": self.running, "beat_at_ms": current_millis()}
         ttl_ms = int(self.heartbeat_interval_s * 1000 * _MISSED_BEATS)
         self._tracking.store(broker).beat(self.worker_id, info, ttl_ms)
+        # The per-minute counts ride on the heartbeat: one write per beat, however many messages ended.
+        self._tracking.flush_minutes(broker)
