@@ -23,7 +23,8 @@ class WindowRateLimiter(RateLimiter):
     """
 
     def __init__(self, backend: RateLimiterBackend, key: str, *, limit: int = 1, window: int = 1) -> None:
-        assert limit >= 1 and window >= 1, f"a window limiter admits at least 1 in at least 1 s, not {limit} in {window}"
+        assert limit >= 1, f"a window limiter admits at least 1 message per window, not {limit}"
+        assert window >= 1, f"a window limiter's window is at least 1 s, not {window}"
         super().__init__(backend, key)
         self.limit = limit
         self.window = window
