@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TextIO
 
-from . import _dead, _jobs, _migrate, _queues, _schedules, _workers
+from . import _dashboard, _dead, _jobs, _migrate, _queues, _schedules, _workers
 from ._context import AppContext
 
 __all__ = ["COMMANDS", "Command"]
@@ -36,5 +36,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("cancel", _jobs.CANCEL_HELP, _jobs.configure_cancel, _jobs.run_cancel),
     Command("workers", _workers.HELP, _workers.configure, _workers.run),
     Command("schedules", _schedules.HELP, _schedules.configure, _schedules.run),
+    Command("dashboard", _dashboard.HELP, _dashboard.configure, _dashboard.run),
     Command("migrate", _migrate.HELP, _migrate.configure, _migrate.run),
 )

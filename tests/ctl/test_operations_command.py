@@ -168,3 +168,45 @@ def test_an_unreachable_broker_is_one_line_and_exit_3(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert result.stderr.count("\n") == 1
     assert "could not be reached" in result.stderr
+
+
+def test_the_dashboard_command_serves_the_application(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.cli.test_metrics import free_port
+
+    port = free_port()
+    env = {
+        **app_env(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "GR_CTL_BROKER": "sqlite",
+        "GR_CTL_NS": "unused",
+        "GR_CTL_QUEUE": "ctl_dashboard",
+        "GR_CTL_HEALED": str(tmp_path / "healed"),
+    }
+    (tmp_path / "app.py").write_text(APP)
+    command = [sys.executable, "-m", "greenroom.ctl", "--app", "app", "dashboard", "--port", str(port)]
+    errors = tmp_path / "dashboard.stderr"
+    with errors.open("wb") as stderr:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def page() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            return ""
+
+    try:
+        wait_for(lambda: "ctl_dashboard" in page() or server.poll() is not None, TIMEOUT_S)
+        assert server.poll() is None, errors.read_text()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)
+    bad = subprocess.run([*command[:-1], "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "--port must be" in bad.stderr
