@@ -32,7 +32,7 @@ def store_for(broker: Broker) -> JobStore:
     """The store holding ``broker``'s job status: the configured one, else the broker's own storage.
 
     The SQLite broker keeps status in its database file, the Redis broker beside its queues, the
-    stub broker in memory.
+    PostgreSQL broker in its schema's ``jobs`` table, the stub broker in memory.
 
     Raises:
       JobStoreNotConfigured: For a broker without storage of its own (RabbitMQ) when no store
@@ -59,6 +59,12 @@ def _own_store(broker: Broker) -> JobStore:
         return RedisJobStore(broker.client, broker.namespace)
     if isinstance(broker, StubBroker):
         return MemoryJobStore()
+    if type(broker).__module__.startswith("greenroom.brokers.postgres"):  # psycopg is an extra
+        from ..brokers.postgres import PostgresBroker
+        from ._postgres_store import PostgresJobStore
+
+        if isinstance(broker, PostgresBroker):
+            return PostgresJobStore(broker.url, schema=broker.schema)
     raise JobStoreNotConfigured(
         f"{type(broker).__name__} keeps no job status of its own: add "
         "JobTracking(store=RedisJobStore.from_url(...)) or JobTracking(store=SQLiteJobStore(path)) "

@@ -34,6 +34,10 @@ def build(environ: Mapping[str, str]) -> tuple[Broker, dict[str, Any]]:
         from greenroom.brokers.redis import RedisBroker
 
         broker = RedisBroker(url=REDIS_URL, namespace=environ["GR_JOBS_NS"])
+    elif kind == "postgres":
+        from greenroom.brokers.postgres import PostgresBroker
+
+        broker = PostgresBroker(url=environ["GR_JOBS_PG"], schema=environ["GR_JOBS_SCHEMA"])
     else:
         from greenroom.brokers.rabbitmq import RabbitmqBroker
 

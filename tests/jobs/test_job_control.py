@@ -6,6 +6,7 @@ reads status through a broker of its own (another process, another connection).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -17,8 +18,10 @@ import pytest
 import redis
 
 import greenroom
-from greenroom.jobs import JobStatus, State
+from greenroom.jobs import JobStatus, State, store_for
 from greenroom.testing import wait_for
+from tests._postgres import URL as POSTGRES_URL
+from tests._postgres import private_schema
 from tests.cli._trees import Tree, app_env
 from tests.conftest import redis_client_for
 from tests.jobs import _jobs_app
@@ -54,7 +57,7 @@ class Setup:
         return status
 
 
-@pytest.fixture(params=["sqlite", "redis", "rabbitmq"])
+@pytest.fixture(params=["sqlite", "redis", "rabbitmq", "postgres"])
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     kind = request.param
     namespace = f"gr-jobs-{uuid.uuid4().hex[:10]}"
@@ -66,18 +69,24 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
         "GR_JOBS_QUEUE": f"jobs_{uuid.uuid4().hex[:8]}",
     }
     cleanup = None
-    if kind != "sqlite":
+    if kind in ("redis", "rabbitmq"):
         _, cleanup = redis_client_for(namespace)
     if kind == "rabbitmq":
         env["GR_JOBS_AMQP"] = request.getfixturevalue("rabbitmq_vhost")
+    schemas = contextlib.ExitStack()
+    if kind == "postgres":
+        env["GR_JOBS_PG"] = POSTGRES_URL
+        env["GR_JOBS_SCHEMA"] = schemas.enter_context(private_schema())
     trees: list[Tree] = []
     setup = Setup(tmp_path, env, trees)
     yield setup
     for tree in trees:
         tree.cleanup()
+    store_for(setup.broker).close()  # a store the broker's storage does not hold owns connections
     setup.broker.close()
     if cleanup is not None:
         cleanup()
+    schemas.close()  # drops the Postgres schema, if any
 
 
 def _dead_reason(setup: Setup, queue_name: str, message_id: str) -> str | None:

@@ -96,3 +96,13 @@ CREATE TABLE rate_limits (
 );
 
 CREATE INDEX rate_limits_by_expiry ON rate_limits (expires_at_ms);
+
+-- Job status (greenroom.jobs.JobTracking): per message id (and per worker heartbeat) a JSON
+-- record merged field by field, expiring like the rows above.
+CREATE TABLE jobs (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL,
+    expires_at_ms bigint NOT NULL
+);
+
+CREATE INDEX jobs_by_expiry ON jobs (expires_at_ms);
