@@ -52,6 +52,13 @@ def store_for(broker: Broker) -> ScheduleStore:
             from ._rabbitmq_store import RabbitmqStore
 
             return RabbitmqStore(lambda: broker.connection, lambda: _forget_connection(broker))
+    if _loaded("greenroom.brokers.postgres"):
+        from ..brokers.postgres import PostgresBroker
+
+        if isinstance(broker, PostgresBroker):
+            from ._postgres_store import PostgresStore
+
+            return PostgresStore(broker.url, schema=broker.schema)
     if _loaded("greenroom.brokers.stub"):
         from ..brokers.stub import StubBroker
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ class Pair:
         return won
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "rabbitmq"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "rabbitmq", "postgres"])
 def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
     kind = request.param
     stores: list[ScheduleStore] = []
@@ -69,6 +70,16 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Pair]:
         _, cleanup = redis_client_for(namespace)
         cleanups.append(cleanup)
         stores = [RedisStore(redis.Redis(), namespace), RedisStore(redis.Redis(), namespace)]
+        result = Pair(stores[0], stores[1], lambda: None, now_ms)
+    elif kind == "postgres":
+        from greenroom.scheduling._postgres_store import PostgresStore
+        from tests._postgres import URL, private_schema
+
+        schemas = contextlib.ExitStack()
+        schema = schemas.enter_context(private_schema())
+        cleanups.append(schemas.close)
+        stores = [PostgresStore(URL, schema=schema), PostgresStore(URL, schema=schema)]
+        # A dead holder stops renewing: its lease runs out after LEASE_MS of the server's clock.
         result = Pair(stores[0], stores[1], lambda: None, now_ms)
     else:
         from greenroom.brokers.rabbitmq import RabbitmqBroker

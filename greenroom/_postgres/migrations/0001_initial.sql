@@ -106,3 +106,19 @@ CREATE TABLE jobs (
 );
 
 CREATE INDEX jobs_by_expiry ON jobs (expires_at_ms);
+
+-- Periodic jobs (greenroom.schedule): per schedule name a lease with a fencing token, and the
+-- newest tick taken. Lease times are the server's clock, shared by schedulers on every machine.
+--   token           raised by one every time the lease changes holder
+--   holder          JSON of the leading scheduler (id, host, pid); NULL once released
+--   lease_until_ms  epoch ms (server clock) until which the holder leads unless it renews
+--   last_tick_ms    the newest tick taken (enqueued or skipped): no tick at or before it is sent again
+--   last_run_ms     the newest tick enqueued
+CREATE TABLE schedules (
+    name text PRIMARY KEY,
+    token bigint NOT NULL DEFAULT 0,
+    holder text,
+    lease_until_ms bigint NOT NULL DEFAULT 0,
+    last_tick_ms bigint,
+    last_run_ms bigint
+);
