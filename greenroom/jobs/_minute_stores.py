@@ -22,7 +22,8 @@ def minute_counts_for(store: JobStore) -> MinuteCounts | None:
     """The per-minute counts kept beside a job store, or ``None`` for a kind of store greenroom does not know.
 
     Memory stores keep them in memory, SQLite stores in the ``greenroom_job_minutes`` table of
-    their file, Redis stores in ``__job_minute__.<minute>`` hashes beside the status.
+    their file, Redis stores in ``__job_minute__.<minute>`` hashes beside the status, PostgreSQL
+    stores in ``minute:<minute>`` rows of their ``jobs`` table.
     """
     with _for_store_lock:
         counts = _for_store.get(store)
@@ -48,4 +49,9 @@ def _counts_beside(store: JobStore) -> MinuteCounts | None:
         from ._minutes_redis import RedisMinuteCounts
 
         return RedisMinuteCounts(store.client, store.prefix)
+    postgres_stores = sys.modules.get("greenroom.jobs._postgres_store")
+    if postgres_stores is not None and isinstance(store, postgres_stores.PostgresJobStore):
+        from ._minutes_postgres import PostgresMinuteCounts
+
+        return PostgresMinuteCounts(store)
     return None

@@ -7,15 +7,18 @@ Keys are ``job:<message id>`` and ``worker:<worker id>``, as in the SQLite store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from .._postgres._expiring import NOW_MS, ExpiringTable
 from ._store import JobStore, WorkerInfo
 
 __all__ = ["PostgresJobStore"]
+
+T = TypeVar("T")
 
 
 class PostgresJobStore(JobStore):
@@ -43,6 +46,15 @@ class PostgresJobStore(JobStore):
             " AND (value ->> 'cancel_requested')::boolean"
         )
         self._workers = f"SELECT value FROM {name} WHERE key LIKE 'worker:%%' AND expires_at_ms > {NOW_MS} ORDER BY key"
+
+    @property
+    def table_name(self) -> str:
+        """The schema-qualified name of the table records live in."""
+        return self._table.name
+
+    def run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``operation`` on one of the store's connections (autocommit; retried while the server is away)."""
+        return self._table.run(operation)
 
     def _merge_fields(self, key: str, fields: Mapping[str, Any], ttl_ms: int) -> bool:
         params = (key, Jsonb(dict(fields)), int(ttl_ms))
