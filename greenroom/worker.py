@@ -24,6 +24,7 @@ from ._consumer_thread import (
     _WorkItem,
 )
 from ._options import NO_OPTIONS, resolve_option
+from ._task_budget import TaskBudget
 from .common import Deadline, is_expected, iter_queue, join_all, join_queue, q_name
 from .errors import (
     QueueJoinTimeout,
@@ -42,6 +43,12 @@ __all__ = ["ConsumerThread", "Worker", "WorkerThread"]
 
 #: What WorkerThread._enter returns for a message parked until its actor has a free slot.
 _PARKED = object()
+#: How often (s) Worker.stop looks whether a worker thread it waits for was abandoned (take_over).
+_JOIN_POLL_S = 0.05
+
+
+class _TakenOver(BaseException):
+    """Raised in a worker thread whose actor returned after another thread settled its message."""
 
 
 class Worker:
@@ -58,6 +65,9 @@ class Worker:
         :class:`~greenroom._capacity.Capacity`), so a busy process leaves messages to processes
         with idle threads. A value given here (or in the environment) is used as it is.
       delay_prefetch: Unacknowledged delayed messages per delay queue (default: 1000 × threads).
+      max_tasks: Start at most this many messages. Then the threads take no new message and
+        ``budget.spent`` is set: the owner stops the worker (the ``greenroom`` command replaces
+        the process). ``None`` for no limit.
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class Worker:
         worker_threads: int = 8,
         queue_prefetch: int | None = None,
         delay_prefetch: int | None = None,
+        max_tasks: int | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))
         self.broker = broker
@@ -90,6 +101,8 @@ class Worker:
         self.adaptive_prefetch = not fixed_prefetch
         #: Slots of actors with ``max_concurrency``, shared by the processes of a ``greenroom`` tree.
         self.limits = ConcurrencyLimits(self.work_queue, _settings.tree_id())
+        #: The messages the threads may still start; closing it makes them take no new one.
+        self.budget = TaskBudget(max_tasks)
         self._lock = threading.Lock()
         self._started = False
 
@@ -128,6 +141,7 @@ class Worker:
             worker_timeout=self.worker_timeout,
             capacity=self.capacity,
             limits=self.limits,
+            budget=self.budget,
         )
         worker.start()
         self.workers.append(worker)
@@ -160,7 +174,8 @@ class Worker:
 
         Worker threads finish the message they are running (up to ``timeout`` ms) and take no
         new one; then the consumers stop, and every message still in memory (prefetched, or
-        delayed and held) is handed back to the broker.
+        delayed and held) is handed back to the broker. A thread whose message another thread
+        settled (:meth:`take_over`) is not waited for.
         """
         self.broker.emit_before("worker_shutdown", self)
         self.logger.info("Shutting down...")
@@ -176,7 +191,7 @@ class Worker:
         # still receive waits in memory and is handed back below.
         for worker in self.workers:
             worker.stop()
-        join_all(self.workers, timeout_ms=_remaining_ms(deadline))
+        self._join_workers(deadline)
         for consumer in consumers:
             consumer.stop()
         # Consumer threads leave within one poll; they get that long even when the running tasks
@@ -197,6 +212,37 @@ class Worker:
             consumer.close()
         self.broker.emit_after("worker_shutdown", self)
         self.logger.info("Worker has been shut down.")
+
+    def _join_workers(self, deadline: Deadline) -> None:
+        """Wait until each worker thread has left or was abandoned (:meth:`take_over`), or the deadline."""
+        for worker in self.workers:
+            while worker.is_alive() and not worker.abandoned.is_set() and not deadline.expired():
+                worker.join(deadline.left_s(_JOIN_POLL_S))
+            if worker.abandoned.is_set() and worker.is_alive():
+                self.logger.warning(
+                    "Leaving behind worker thread %r, whose message was settled without it.", worker.ident
+                )
+
+    def running_messages(self) -> list[tuple[int, str]]:
+        """The (thread ident, message id) of every actor running now and not taken over."""
+        return [run for worker in list(self.workers) if (run := worker.current_run()) is not None]
+
+    def take_over(self, thread_id: int, message_id: str, exception: BaseException) -> bool:
+        """Settle the message a worker thread runs as failed with ``exception``, without that thread.
+
+        For an actor that ignores its interrupt (stuck in a blocking call): the message goes through
+        the failure path from the calling thread (``after_process_message`` with ``exception``, so
+        the retry policy applies, then the ack or the dead-lettering), and the worker thread is
+        abandoned: if its actor ever returns, the thread settles nothing and leaves. The thread is
+        lost to the worker, so the caller should replace the worker (its process).
+
+        Returns:
+          Whether ``message_id`` was running on thread ``thread_id`` and this call settled it.
+        """
+        for worker in list(self.workers):
+            if worker.ident == thread_id:
+                return worker.take_over(message_id, exception)
+        return False
 
     def join(self, timeout_s: float = 600.0) -> None:
         """Wait until no message is waiting or running in this worker (a test helper).
@@ -238,6 +284,7 @@ class WorkerThread(_PausableThread):
         worker_timeout: int,
         capacity: Capacity | None = None,
         limits: ConcurrencyLimits | None = None,
+        budget: TaskBudget | None = None,
     ) -> None:
         super().__init__(name="WorkerThread")
         self.logger = get_logger(__name__, "WorkerThread")
@@ -246,6 +293,15 @@ class WorkerThread(_PausableThread):
         self.timeout_s = worker_timeout / 1000
         self.capacity = capacity
         self.limits = limits
+        self.budget = budget
+        #: The message whose actor runs now, with what settles it: set and cleared by this thread
+        #: around the actor call, read by the thread calling take_over; both under _run_lock.
+        self._current: tuple[MessageProxy, ActorLike, ConsumerThread | None] | None = None
+        #: Whether another thread claimed the running message (take_over); under _run_lock.
+        self._taken_over = False
+        self._run_lock = threading.Lock()
+        #: Set once another thread has settled this thread's message: nobody needs to wait for it.
+        self.abandoned = threading.Event()
 
     def run(self) -> None:
         self.broker.emit_after("worker_thread_boot", self)
@@ -264,6 +320,10 @@ class WorkerThread(_PausableThread):
             if slot is _PARKED:
                 self.work_queue.task_done()
                 continue
+            if self.budget is not None and not self.budget.take():
+                # The worker is to be replaced: the message waits with the others to be handed back.
+                self._put_back(actor, slot, item)
+                break
             try:
                 self.process_message(message, actor, consumer)
             except BaseException:
@@ -273,6 +333,12 @@ class WorkerThread(_PausableThread):
                     self.limits.leave(actor.actor_name, slot)  # type: ignore[union-attr]
                 self.work_queue.task_done()
         self.broker.emit_before("worker_thread_shutdown", self)
+
+    def _put_back(self, actor: ActorLike, slot: Slot | None, item: _WorkItem) -> None:
+        if slot is not None:
+            self.limits.leave(actor.actor_name, slot)  # type: ignore[union-attr]
+        self.work_queue.put(item)
+        self.work_queue.task_done()
 
     def _enter(self, actor: ActorLike, item: _WorkItem) -> Slot | None:
         """A slot of the actor's ``max_concurrency``; None when it has no limit; ``_PARKED`` when
@@ -298,14 +364,16 @@ class WorkerThread(_PausableThread):
         started_s = time.monotonic()
         if self.capacity is not None:
             self.capacity.started()
+        taken_over = False
         try:
             if actor is None:
                 actor = broker.get_actor(message.actor_name)
             broker.emit_before("process_message", message)
             result = None
             if not message.failed:
-                # Interrupts (time limit, shutdown) are armed for the actor's own code only.
-                result = run_interruptible(message.message_id, actor, message.args, message.kwargs)
+                result = self._run_actor(message, actor, consumer)
+        except _TakenOver:
+            taken_over = True  # settled by take_over meanwhile: nothing is left to do with it
         except SkipMessage as exc:
             if message.failed:
                 message.stuff_exception(exc)
@@ -326,11 +394,58 @@ class WorkerThread(_PausableThread):
             # Counted as done before the ack: the ack wakes a consumer waiting for room.
             if self.capacity is not None:
                 self.capacity.finished(time.monotonic() - started_s)
-            if consumer is not None:
-                consumer.post_process_message(message)
-            else:
-                self.logger.error("Message %r has no consumer to settle it through.", message.message_id)
-            message.clear_exception()
+            if not taken_over:
+                self._settle(message, consumer)
+
+    def _run_actor(self, message: MessageProxy, actor: ActorLike, consumer: ConsumerThread | None) -> Any:
+        """Call the actor, interruptible, where :meth:`take_over` can claim its message."""
+        with self._run_lock:
+            self._current = (message, actor, consumer)
+        try:
+            # Interrupts (time limit, shutdown) are armed for the actor's own code only.
+            return run_interruptible(message.message_id, actor, message.args, message.kwargs)
+        finally:
+            with self._run_lock:
+                self._current = None
+                taken_over = self._taken_over
+            if taken_over:
+                raise _TakenOver  # whatever the actor returned or raised, the message is settled
+
+    def _settle(self, message: MessageProxy, consumer: ConsumerThread | None) -> None:
+        if consumer is not None:
+            consumer.post_process_message(message)
+        else:
+            self.logger.error("Message %r has no consumer to settle it through.", message.message_id)
+        message.clear_exception()
+
+    def current_run(self) -> tuple[int, str] | None:
+        """This thread's ident and the id of the message whose actor it runs, if any (and not taken over)."""
+        with self._run_lock:
+            current = self._current
+            if current is None or self._taken_over or self.ident is None:
+                return None
+            return self.ident, current[0].message_id
+
+    def take_over(self, message_id: str, exception: BaseException) -> bool:
+        """Settle the running message ``message_id`` as failed with ``exception``, from the calling thread.
+
+        See :meth:`Worker.take_over`. This thread takes no further message.
+        """
+        with self._run_lock:
+            current = self._current
+            if current is None or self._taken_over or current[0].message_id != message_id:
+                return False
+            self._taken_over = True
+        self.stop()
+        message, actor, consumer = current
+        try:
+            message.stuff_exception(exception)
+            self._log_failure(message, actor, exception)
+            self.broker.emit_after("process_message", message, exception=exception)
+            self._settle(message, consumer)
+        finally:
+            self.abandoned.set()
+        return True
 
     def _log_failure(self, message: MessageProxy, actor: ActorLike | None, exc: BaseException) -> None:
         if isinstance(exc, RateLimitExceeded):

@@ -24,6 +24,8 @@ DEFAULT_THREADS = 8
 #: Bounds (ms) of ``--worker-fork-timeout``.
 MIN_FORK_TIMEOUT_MS = 10.0
 MAX_FORK_TIMEOUT_MS = 1_800_000.0
+#: Default of ``--time-limit-grace`` (ms).
+DEFAULT_TIME_LIMIT_GRACE_MS = 5_000
 #: Patterns always watched by ``--watch``; ``-i`` appends to them.
 DEFAULT_WATCH_INCLUDE = ("**.py",)
 
@@ -59,6 +61,13 @@ class CliOptions:
     forks: tuple[str, ...] = ()
     worker_fork_timeout_ms: float = 30_000.0
     worker_shutdown_timeout_ms: int = 600_000
+    #: ``--max-tasks-per-child``: a worker process is replaced after starting this many messages.
+    max_tasks_per_child: int | None = None
+    #: ``--max-memory-per-child``: a worker process is replaced once its resident memory reaches this (MB).
+    max_memory_per_child_mb: int | None = None
+    #: ``--time-limit-grace``: how long (ms) an actor may ignore the interrupt of its time limit (or of
+    #: the shutdown timeout) before its message counts as failed and its worker process is replaced.
+    time_limit_grace_ms: int = DEFAULT_TIME_LIMIT_GRACE_MS
     watch: str | None = None
     watch_use_polling: bool = False
     include_patterns: tuple[str, ...] = DEFAULT_WATCH_INCLUDE
@@ -167,12 +176,39 @@ def _add_process_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int_at_least(0),
         default=600_000,
         metavar="MS",
-        help="how long worker processes wait for running messages on shutdown (default: 600000)",
+        help="how long worker processes wait for running messages on shutdown; those still running are "
+        "then interrupted, and taken over as failed after --time-limit-grace (default: 600000)",
     )
+    _add_recycling_arguments(parser)
     add(
         "--burst",
         action="store_true",
         help="process until every consumed queue is empty (delayed messages included), then exit 0",
+    )
+
+
+def _add_recycling_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--max-tasks-per-child",
+        type=_int_at_least(1),
+        metavar="N",
+        help="replace a worker process once it has started N messages (default: never)",
+    )
+    add(
+        "--max-memory-per-child",
+        type=_int_at_least(1),
+        metavar="MB",
+        help="replace a worker process once its resident memory reaches MB megabytes, checked every second "
+        "(default: never)",
+    )
+    add(
+        "--time-limit-grace",
+        type=_int_at_least(0),
+        default=DEFAULT_TIME_LIMIT_GRACE_MS,
+        metavar="MS",
+        help="how long an actor may ignore the interrupt of its time limit before its message counts as "
+        f"failed and its worker process is replaced (default: {DEFAULT_TIME_LIMIT_GRACE_MS})",
     )
 
 
@@ -258,6 +294,9 @@ def options_from_namespace(namespace: argparse.Namespace) -> CliOptions:
         forks=tuple(namespace.forks or ()),
         worker_fork_timeout_ms=float(namespace.worker_fork_timeout),
         worker_shutdown_timeout_ms=int(namespace.worker_shutdown_timeout),
+        max_tasks_per_child=getattr(namespace, "max_tasks_per_child", None),
+        max_memory_per_child_mb=getattr(namespace, "max_memory_per_child", None),
+        time_limit_grace_ms=int(getattr(namespace, "time_limit_grace", DEFAULT_TIME_LIMIT_GRACE_MS)),
         watch=namespace.watch,
         watch_use_polling=bool(namespace.watch_use_polling),
         include_patterns=tuple(includes),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ExitCode", "StartupError"]
+__all__ = ["RETIRED", "ExitCode", "StartupError"]
 
 
 class ExitCode(enum.IntEnum):
@@ -21,6 +21,13 @@ class ExitCode(enum.IntEnum):
     CONNECTION = 3
     #: The PID file is held by a running process, holds garbage, or cannot be written.
     PIDFILE = 4
+
+
+#: The status of a worker process that retired on purpose (``--max-tasks-per-child``,
+#: ``--max-memory-per-child``, an actor that ignored its time limit): it finished its running
+#: messages and handed back the others, and the main process replaces it at once, without counting
+#: a death. The main process never exits with it. (75 is ``EX_TEMPFAIL`` of ``sysexits.h``.)
+RETIRED = 75
 
 
 class StartupError(Exception):

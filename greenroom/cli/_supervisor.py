@@ -21,7 +21,7 @@ from typing import Any
 
 from ._args import CliOptions, broker_url_from_environment
 from ._child import HANDLED_SIGNALS
-from ._exit_codes import ExitCode
+from ._exit_codes import RETIRED, ExitCode
 from ._forks import ForkProcesses
 from ._health import health_forks
 from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
@@ -190,6 +190,9 @@ class Supervisor:
             # Burst runs only drain queues; otherwise the first worker process of a run schedules.
             scheduler=options.scheduler_only or (options.scheduler and not options.burst and child.index == 0),
             recover_pids=child.dead_pids,
+            max_tasks=options.max_tasks_per_child,
+            max_memory_mb=options.max_memory_per_child_mb,
+            time_limit_grace_ms=options.time_limit_grace_ms,
         )
         self.launcher.spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
         child.awaiting_report = True
@@ -352,8 +355,14 @@ class Supervisor:
             return
         if child.booted and child.last_pid is not None:
             # Its unacknowledged messages go back at once, when the replacement boots, rather
-            # than after the broker's heartbeat or lease timeout.
+            # than after the broker's heartbeat or lease timeout. (A retired process handed all
+            # of its messages back; should a hand-back have failed, this returns them too.)
             child.dead_pids = (*child.dead_pids, child.last_pid)
+        if code == RETIRED and child.booted:
+            # It retired on purpose: no pause, and not a death in a row.
+            child.restart_at_s = time.monotonic()
+            logger.info("Worker process %d retired; starting a new one.", child.index)
+            return
         lived_s = time.monotonic() - child.started_at_s
         child.deaths_in_a_row = 1 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
         pause_s = restart_pause_s(child.deaths_in_a_row)
@@ -407,7 +416,8 @@ class Supervisor:
             return self.fatal_code
         if self.state is _State.KILLING:
             return int(ExitCode.KILLED)
-        codes = [c.exitcode for c in self.workers if c.exitcode]
+        # A worker process that retired as the stop began has nothing to report either.
+        codes = [c.exitcode for c in self.workers if c.exitcode and c.exitcode != RETIRED]
         return int(ExitCode.KILLED) if codes else int(ExitCode.OK)
 
 

@@ -15,15 +15,17 @@ from urllib.parse import urlsplit
 from ..broker import Broker
 from ..common import q_name
 from ..errors import BrokerConnectionError, QueueJoinTimeout
+from ..middleware.time_limit import TimeLimit
 from ..threading import is_gevent_active
 from ..worker import Worker
 from ._app import import_broker, import_module, import_object
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
-from ._exit_codes import ExitCode, StartupError
+from ._exit_codes import RETIRED, ExitCode, StartupError
 from ._health import start_health_reporter
 from ._metrics import install_metrics_middleware
 from ._scheduler_thread import start_scheduler
+from ._warden import Warden
 
 __all__ = ["WorkerSpec", "import_broker", "import_module", "import_object", "run_worker"]
 
@@ -36,6 +38,9 @@ PROBE_TIMEOUT_MS = 50
 #: How long (ms) one burst emptiness check may wait on the broker: some brokers' ``join`` wants
 #: several consecutive empty looks before it returns (RabbitMQ's takes about one second).
 BURST_PROBE_TIMEOUT_MS = 3000
+#: What ``Worker.stop`` gets beyond the shutdown timeout and the grace period: the warden takes
+#: the last stuck message over within about this much (ms) after them.
+STOP_MARGIN_MS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +65,13 @@ class WorkerSpec:
     scheduler: bool = False
     #: Worker processes of this position that died: their messages are returned at boot.
     recover_pids: tuple[int, ...] = ()
+    #: Retire after starting this many messages (None: never).
+    max_tasks: int | None = None
+    #: Retire once the resident memory reaches this many MB (None: never).
+    max_memory_mb: int | None = None
+    #: How long (ms) an actor may ignore an interrupt (time limit, shutdown timeout) before its
+    #: message is taken over as failed.
+    time_limit_grace_ms: int = 5000
 
 
 class _StopState:
@@ -74,7 +86,7 @@ class _StopState:
 
 
 def run_worker(spec: WorkerSpec, pipes: ChildPipes) -> None:
-    """Entry point of a worker process; exits with an :class:`ExitCode`."""
+    """Entry point of a worker process; exits with an :class:`ExitCode`, or :data:`RETIRED`."""
     if spec.gevent and not is_gevent_active():
         # A spawned child imported greenroom (to find this function) before it could patch.
         from ._gevent import patch_and_reimport
@@ -104,7 +116,7 @@ def _install_signal_handlers(state: _StopState) -> None:
     signal.signal(signal.SIGHUP, on_stop)
 
 
-def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger: logging.Logger) -> ExitCode:
+def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger: logging.Logger) -> int:
     try:
         broker, worker, forks = _boot(spec)
     except StartupError as failure:
@@ -118,19 +130,37 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
     _report(pipes, ("booted", forks))
     scheduler = start_scheduler(broker, logger) if spec.scheduler else None
     health = start_health_reporter(spec.index, worker)
+    warden = _start_warden(spec, broker, worker, logger)
     logger.info("Worker process is ready for action." if worker is not None else "Scheduler process is ready.")
     _wait_until_stopped(spec, broker, worker, state, logger)
+    # Set by the worker threads (max_tasks) or the warden (memory, an actor stuck past its time limit).
+    retire_reason = worker.budget.reason if worker is not None else None
+    if retire_reason is not None:
+        logger.info("Worker process retires: %s. The main process replaces it.", retire_reason)
     logger.info("Stopping worker process...")
     if health is not None:
         health.stop()  # a stopping process takes no more work: /healthz stops counting it at once
     if scheduler is not None:
         # First: its leases go to another run at once, rather than when they expire.
         scheduler.stop()
-    if worker is not None:
-        worker.stop(timeout=spec.shutdown_timeout_ms)
+    if worker is not None and warden is not None:
+        warden.shutting_down(spec.shutdown_timeout_ms)
+        worker.stop(timeout=spec.shutdown_timeout_ms + spec.time_limit_grace_ms + STOP_MARGIN_MS)
+        warden.stop()
     broker.close()
     logger.info("Worker process stopped.")
-    return ExitCode.OK
+    return RETIRED if retire_reason is not None else ExitCode.OK
+
+
+def _start_warden(spec: WorkerSpec, broker: Broker, worker: Worker | None, logger: logging.Logger) -> Warden | None:
+    if worker is None:
+        return None
+    time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
+    warden = Warden(
+        worker, time_limit, max_memory_mb=spec.max_memory_mb, grace_ms=spec.time_limit_grace_ms, logger=logger
+    )
+    warden.start()
+    return warden
 
 
 def _recover(broker: Broker, pids: tuple[int, ...]) -> None:
@@ -155,7 +185,12 @@ def _boot(spec: WorkerSpec) -> tuple[Broker, Worker | None, list[str]]:
     forks = [f"{fork.__module__}:{fork.__qualname__}" for m in broker.middleware for fork in m.forks]
     worker = None
     if spec.consume:
-        worker = Worker(broker, queues=set(spec.queues) if spec.queues else None, worker_threads=spec.threads)
+        worker = Worker(
+            broker,
+            queues=set(spec.queues) if spec.queues else None,
+            worker_threads=spec.threads,
+            max_tasks=spec.max_tasks,
+        )
     try:
         _check_connection(broker, spec)
         _recover(broker, spec.recover_pids)
@@ -224,7 +259,10 @@ def _wait_until_stopped(
     next_check_s = time.monotonic() + BURST_CHECK_INTERVAL_S
     drained_before = False
     while not state.stop_requested:
-        time.sleep(POLL_INTERVAL_S)
+        if worker is None:
+            time.sleep(POLL_INTERVAL_S)
+        elif worker.budget.spent.wait(POLL_INTERVAL_S):
+            return  # the worker is to be replaced (see the warden)
         if spec.burst and worker is not None and time.monotonic() >= next_check_s:
             # Two drained checks in a row: a message moving from the broker into the worker's
             # memory between the probes of one check cannot make both look empty.

@@ -37,6 +37,10 @@ class TimeLimit(Middleware):
     (in hooks, logging or the acknowledgement) nor inside greenroom's own critical sections. Under
     gevent the watchdog is a greenlet and the exception is thrown into the actor's greenlet.
 
+    An actor stuck where the exception cannot land (a blocking call that never returns) keeps
+    running; :meth:`overdue` names such runs, and the ``greenroom`` command replaces the worker
+    process of one that is still running a grace period after its deadline.
+
     Parameters:
       time_limit: The default limit in milliseconds (``float("inf")`` for none).
       interval: The longest the watchdog sleeps between checks, in milliseconds.
@@ -49,6 +53,9 @@ class TimeLimit(Middleware):
         #: Thread ident → (monotonic deadline in s, message id). Worker threads add and remove
         #: their own entry under _lock; the watchdog removes an entry once it interrupted its run.
         self._deadlines: dict[int, tuple[float, str]] = {}
+        #: Thread ident → (deadline in s, message id) of the runs interrupted and not ended yet.
+        #: The watchdog adds entries, worker threads remove their own; both under _lock.
+        self._interrupted: dict[int, tuple[float, str]] = {}
         self._lock = threading.Lock()
         #: Actor name → the options of this middleware that the actor sets (read once, at declaration).
         self._actor_options: dict[str, Mapping[str, Any]] = {}
@@ -86,6 +93,7 @@ class TimeLimit(Middleware):
     ) -> None:
         with self._lock:
             self._deadlines.pop(threading.get_ident(), None)
+            self._interrupted.pop(threading.get_ident(), None)
 
     after_skip_message = after_process_message
 
@@ -112,9 +120,23 @@ class TimeLimit(Middleware):
             with self._lock:
                 if self._deadlines.get(thread_id) == entry:
                     del self._deadlines[thread_id]
+                    self._interrupted[thread_id] = entry
             self.logger.warning("Time limit exceeded. Raised TimeLimitExceeded in worker thread %r.", thread_id)
             self.logger.debug("Interrupted message %s.", message_id)
         return max(next_check_s, _RETRY_S)
+
+    def overdue(self, now_s: float, grace_s: float) -> list[tuple[int, str]]:
+        """The runs interrupted for their time limit that still run ``grace_s`` after their deadline.
+
+        Returns:
+          (thread ident, message id) of each: an actor that ignores its interrupt, typically stuck
+          in a blocking call the interrupt cannot reach.
+        """
+        with self._lock:
+            entries = list(self._interrupted.items())
+        return [
+            (thread_id, message_id) for thread_id, (deadline_s, message_id) in entries if deadline_s + grace_s <= now_s
+        ]
 
     def _watch(self) -> None:
         sleep_s = self.interval / 1000

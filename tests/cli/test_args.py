@@ -40,6 +40,9 @@ def test_defaults_match_dramatiq() -> None:
     assert options.forks == ()
     assert options.worker_fork_timeout_ms == 30_000
     assert options.worker_shutdown_timeout_ms == 600_000
+    assert options.max_tasks_per_child is None
+    assert options.max_memory_per_child_mb is None
+    assert options.time_limit_grace_ms == 5_000
     assert options.watch is None
     assert not options.watch_use_polling
     assert options.include_patterns == ("**.py",)
@@ -54,6 +57,7 @@ def test_every_flag(tmp_path: Path) -> None:
         "--pid-file", "x.pid", "--log-file", "x.log", "--skip-logging", "--use-spawn",
         "-f", "m:f1", "--fork-function", "m:f2",
         "--worker-fork-timeout", "2500.5", "--worker-shutdown-timeout", "1000",
+        "--max-tasks-per-child", "50", "--max-memory-per-child", "300", "--time-limit-grace", "0",
         "--watch", str(tmp_path), "--watch-use-polling", "-i", "*.html", "-x", "tests/*",
         "-vv", "--burst",
         "-P", "src", "lib", "-Q", "default", "emails",
@@ -70,6 +74,7 @@ def test_every_flag(tmp_path: Path) -> None:
     assert options.forks == ("m:f1", "m:f2")
     assert options.worker_fork_timeout_ms == 2500.5
     assert options.worker_shutdown_timeout_ms == 1000
+    assert (options.max_tasks_per_child, options.max_memory_per_child_mb, options.time_limit_grace_ms) == (50, 300, 0)
     assert options.watch == str(tmp_path.resolve())
     assert options.watch_use_polling
     assert options.include_patterns == ("**.py", "*.html")
@@ -93,6 +98,9 @@ def test_include_patterns_do_not_leak_between_parses() -> None:
         ["app", "--worker-fork-timeout", "1800001"],
         ["app", "--worker-fork-timeout", "soon"],
         ["app", "--worker-shutdown-timeout", "-1"],
+        ["app", "--max-tasks-per-child", "0"],
+        ["app", "--max-memory-per-child", "lots"],
+        ["app", "--time-limit-grace", "-1"],
         ["app", "--watch", "/no/such/directory"],
         ["app", "-f", "no_colon"],
     ],
