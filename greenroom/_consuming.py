@@ -69,11 +69,10 @@ class Consumer(abc.ABC):
     safe to call concurrently with iteration.
     """
 
-    #: Set by the worker on the consumers of runnable (not delay) queues: brokers that can fetch
-    #: on demand take no more than ``demand.room()`` at a time (besides their ``prefetch`` bound),
-    #: and brokers that push keep at most ``demand.limit()`` unacknowledged. A process whose
-    #: threads are busy then leaves messages to processes with idle threads. ``None``: only
-    #: ``prefetch`` bounds the consumer.
+    #: Set by the worker on the consumers of runnable (not delay) queues: brokers that fetch on
+    #: demand take no more than ``demand.room()`` at a time (besides their ``prefetch`` bound), so
+    #: a process whose threads are busy leaves messages to processes with idle threads. Brokers
+    #: that push (RabbitMQ) may ignore it. ``None``: only ``prefetch`` bounds the consumer.
     demand: Demand | None = None
 
     def __iter__(self) -> Consumer:

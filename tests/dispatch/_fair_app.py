@@ -24,6 +24,10 @@ def build() -> Broker:
         from greenroom.brokers.redis import RedisBroker
 
         return RedisBroker(url="redis://127.0.0.1:6379/0", namespace=os.environ["GR_FAIR_NS"])
+    if kind == "postgres":
+        from greenroom.brokers.postgres import PostgresBroker
+
+        return PostgresBroker(url=os.environ["GR_FAIR_PG"], schema=os.environ["GR_FAIR_SCHEMA"])
     from greenroom.brokers.rabbitmq import RabbitmqBroker
 
     return RabbitmqBroker(url=os.environ["GR_FAIR_AMQP"])

@@ -6,6 +6,7 @@ every broker: no process keeps messages waiting in its memory while the other ha
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from greenroom.testing import wait_for
+from tests._postgres import URL as POSTGRES_URL
+from tests._postgres import private_schema
 from tests.cli._trees import Tree, app_env
 from tests.cli.test_metrics import free_port
 from tests.conftest import redis_client_for
@@ -43,7 +46,7 @@ def _in_progress(port: int) -> float:
     )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis", "rabbitmq"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "rabbitmq", "postgres"])
 def test_eight_long_tasks_start_at_once_on_two_processes_of_four_threads(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
@@ -64,6 +67,10 @@ def test_eight_long_tasks_start_at_once_on_two_processes_of_four_threads(
     }
     if kind == "rabbitmq":
         env["GR_FAIR_AMQP"] = request.getfixturevalue("rabbitmq_vhost")
+    schemas = contextlib.ExitStack()
+    if kind == "postgres":
+        env["GR_FAIR_PG"] = POSTGRES_URL
+        env["GR_FAIR_SCHEMA"] = schemas.enter_context(private_schema())
     (tmp_path / "app.py").write_text("from tests.dispatch._fair_app import *  # noqa: F403\n")
     ledger = tmp_path / "results.txt"
     tree = Tree(tmp_path, ["-p", "2", "-t", "4"], env=env)
@@ -92,3 +99,4 @@ def test_eight_long_tasks_start_at_once_on_two_processes_of_four_threads(
         tree.cleanup()
         if cleanup is not None:
             cleanup()
+        schemas.close()

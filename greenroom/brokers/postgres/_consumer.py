@@ -112,8 +112,11 @@ class PostgresConsumer(Consumer):
                 return self._buffer.popleft()
             # Cleared before anything is read: a release or a nudge from now on ends the wait below.
             self._wake.clear()
-            free = self.prefetch - len(self._held)
-            worth_it = free >= self.min_batch or free == self.prefetch
+            room = self.prefetch - len(self._held)
+            demand = self.demand
+            # Within prefetch, only what the worker process can use (fair dispatch), batched unless so bounded.
+            free = room if demand is None else min(room, demand.room())
+            worth_it = free > 0 and (free >= self.min_batch or free == room or demand is not None)
             if worth_it and self._should_look() and self._fetch(free):
                 continue
             now_s = time.monotonic()

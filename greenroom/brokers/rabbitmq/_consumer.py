@@ -87,8 +87,7 @@ class _RabbitmqConsumer(Consumer):
         self._wake_scheduled = self._cancelled = self._closed = False
         self._owner = threading.get_ident()
         self.prefetch = min(max(prefetch, 1), MAX_PREFETCH)
-        #: The prefetch count the channel has now; 0 until consuming starts, at the first __next__
-        #: (by then the worker has set :attr:`demand`, which may ask for fewer).
+        #: The prefetch count of the consumer; 0 until consuming starts, at the first __next__.
         self._qos = 0
         self._connection = connections.open()
         try:
@@ -111,15 +110,15 @@ class _RabbitmqConsumer(Consumer):
             raise
 
     def _apply_prefetch(self) -> None:
-        """Keep at most as many unacknowledged messages as the worker process wants in hand.
+        """Set the prefetch count of the consumer about to start.
 
-        ``demand.limit()`` changes only when the typical task duration does, so this rarely
-        costs a round trip.
+        RabbitMQ fixes a consumer's prefetch count when it starts consuming (``basic.qos`` without
+        ``global`` applies to consumers started after it), so it cannot follow :attr:`demand` as
+        the fetching brokers do. Fairness between processes comes from RabbitMQ itself, which
+        hands deliveries to the consumers of a queue in turn.
         """
-        wanted = self.prefetch if self.demand is None else min(self.prefetch, max(1, self.demand.limit()))
-        if wanted != self._qos:
-            self._channel.basic_qos(prefetch_count=wanted)
-            self._qos = wanted
+        self._channel.basic_qos(prefetch_count=self.prefetch)
+        self._qos = self.prefetch
 
     def _on_delivery(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         with self._lock:
@@ -140,9 +139,6 @@ class _RabbitmqConsumer(Consumer):
         self._owner = threading.get_ident()
         if not self._qos:
             self._start()
-        elif self.demand is not None:
-            with _translate_pika_errors(f"consuming {self.queue_name!r}"):
-                self._apply_prefetch()
         self._run_requests()
         if not self._deliveries:
             self._check_open()
