@@ -15,10 +15,8 @@ children then start with a consistent state, and each SQLite user opens fresh co
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
 
 from .threading import interrupts_deferred
 
@@ -41,9 +39,12 @@ class ForkGate:
         #: This thread's nesting depth.
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def operation(self) -> Iterator[None]:
-        """A section during which this process does not fork."""
+    def operation(self) -> _Operation:
+        """A section during which this process does not fork (``with gate.operation(): ...``)."""
+        return _Operation(self)
+
+    def enter(self) -> None:
+        """Start an operation: wait while a fork is under way, then count this thread in."""
         depth: int = getattr(self._local, "depth", 0)
         if depth == 0:
             with self._condition:
@@ -51,15 +52,16 @@ class ForkGate:
                     self._condition.wait()
                 self._active += 1
         self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                with self._condition:
-                    self._active -= 1
-                    if self._active == 0:
-                        self._condition.notify_all()
+
+    def exit(self) -> None:
+        """End the operation :meth:`enter` started; the last one to end lets a waiting fork go."""
+        depth: int = self._local.depth - 1
+        self._local.depth = depth
+        if depth == 0:
+            with self._condition:
+                self._active -= 1
+                if self._active == 0:
+                    self._condition.notify_all()
 
     def before_fork(self) -> None:
         """Wait until no operation is in progress and hold the gate shut through the fork."""
@@ -95,12 +97,44 @@ os.register_at_fork(
 )
 
 
-@contextlib.contextmanager
-def sqlite_operation() -> Iterator[None]:
+class _Operation:
+    """``with``-support for :meth:`ForkGate.operation` (a class: it wraps every SQLite call, and
+    costs less than a generator-based context manager)."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: ForkGate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate.enter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._gate.exit()
+
+
+class sqlite_operation:
     """Run one SQLite operation (a transaction, a read) so that neither a fork nor an interrupt tears it.
 
     Inside an actor, a time-limit or shutdown interrupt asked for meanwhile is raised once the
     operation is over (see :func:`greenroom.threading.interrupts_deferred`).
     """
-    with interrupts_deferred(), sqlite_gate.operation():
-        yield
+
+    __slots__ = ("_deferred",)
+
+    def __init__(self) -> None:
+        self._deferred = interrupts_deferred()
+
+    def __enter__(self) -> None:
+        self._deferred.__enter__()
+        try:
+            sqlite_gate.enter()
+        except BaseException:
+            self._deferred.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            sqlite_gate.exit()
+        finally:
+            self._deferred.__exit__(*exc_info)

@@ -89,7 +89,7 @@ class DecodeError(GreenroomError):
 
 
 class BrokerError(GreenroomError):
-    """Base class for broker-related errors."""
+    """A broker could not do what was asked of it: the parent of every broker failure."""
 
 
 class ActorNotFound(BrokerError):

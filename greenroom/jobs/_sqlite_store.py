@@ -98,7 +98,11 @@ class SQLiteJobStore(JobStore):
         self._table.write(lambda conn: conn.execute("DELETE FROM greenroom_jobs WHERE key = ?", (key,)))
 
     def workers(self) -> list[WorkerInfo]:
-        query = "SELECT value FROM greenroom_jobs WHERE key LIKE 'worker:%' AND expires_at > ? ORDER BY key"
+        # A range of the primary key (';' follows ':'): LIKE would read every job's row.
+        query = (
+            "SELECT value FROM greenroom_jobs"
+            " WHERE key >= 'worker:' AND key < 'worker;' AND expires_at > ? ORDER BY key"
+        )
         now_ms = current_millis()
         rows = self._table.db.read(lambda conn: conn.execute(query, (now_ms,)).fetchall())
         return [info for info in (_load(row[0]) for row in rows) if info is not None]

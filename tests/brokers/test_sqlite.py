@@ -103,6 +103,31 @@ def test_newer_schema_is_refused(harness: Harness, tmp_path: Path) -> None:
         broker.get_queue_counts("default")
 
 
+def test_counts_read_only_indexes_and_count_a_lapsed_lease_as_ready(harness: Harness, tmp_path: Path) -> None:
+    from greenroom.brokers.sqlite._storage import _COUNTS
+
+    broker = harness.broker()
+    broker.declare_queue("q")
+    for n in range(4):
+        broker.enqueue(Message(queue_name="q", actor_name="a", args=(n,), kwargs={}, options={}))
+    consumer = broker.consume("q", prefetch=2, timeout=1000)
+    assert next(consumer) is not None
+    assert next(consumer) is not None
+    assert broker.get_queue_counts("q") == QueueCounts(ready=2, delayed=0, in_progress=2, dead=0)
+    with sqlite3.connect(tmp_path / "greenroom.db") as conn:  # one holder's lease lapses (a frozen process)
+        conn.execute(
+            "UPDATE greenroom_messages SET lease_until_ms = 1 WHERE id = (SELECT MIN(id) FROM greenroom_messages)"
+        )
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_COUNTS}", ("q", "q.DQ", 0))]
+    assert broker.get_queue_counts("q") == QueueCounts(ready=3, delayed=0, in_progress=1, dead=0)
+    consumer.close()
+    # A million messages must not be read row by row to count them: no scan, and the totals come
+    # from the index alone.
+    assert not [step for step in plan if step.startswith("SCAN") and "CONSTANT ROW" not in step], plan
+    assert sum("COVERING INDEX greenroom_messages_by_due" in step for step in plan) == 2, plan
+    assert sum("INDEX greenroom_messages_by_owner" in step for step in plan) == 2, plan
+
+
 def test_counts_ack_nack_requeue_and_flush(harness: Harness) -> None:
     broker = harness.broker()
     broker.declare_queue("q")

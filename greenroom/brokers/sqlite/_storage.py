@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..._operations import DeadLetter, QueueCounts
@@ -60,20 +59,24 @@ SELECT ?, ?, payload, ?, ? FROM greenroom_messages WHERE id = ? AND lease_owner 
 # may have passed to another consumer, which is running the message. An ack deletes regardless.
 _UNLEASE = "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ? AND id IN ({})"
 _RENEW = "UPDATE greenroom_messages SET lease_until_ms = ? WHERE lease_owner IN ({})"
+# Counting reads only indexes, in one statement (one snapshot): the rows of a queue (?1) and of its
+# delay queue (?2) from the index by due time, the leased ones (a lease running after ?3) from the
+# small index of leased rows (named: the planner, without statistics, would walk the large one).
 _COUNTS = """
-SELECT queue_name = ?, lease_until_ms > ?, COUNT(*) FROM greenroom_messages
-WHERE queue_name IN (?, ?) GROUP BY 1, 2
+SELECT
+    (SELECT COUNT(*) FROM greenroom_messages WHERE queue_name = ?1),
+    (SELECT COUNT(*) FROM greenroom_messages WHERE queue_name = ?2),
+    (SELECT COUNT(*) FROM greenroom_messages INDEXED BY greenroom_messages_by_owner
+        WHERE lease_owner IS NOT NULL AND queue_name = ?1 AND lease_until_ms > ?3),
+    (SELECT COUNT(*) FROM greenroom_messages INDEXED BY greenroom_messages_by_owner
+        WHERE lease_owner IS NOT NULL AND queue_name = ?2 AND lease_until_ms > ?3),
+    (SELECT COUNT(*) FROM greenroom_dead_letters WHERE queue_name = ?1)
 """
 _HAS_MESSAGES = "SELECT EXISTS (SELECT 1 FROM greenroom_messages WHERE queue_name IN (?, ?))"
 _DEAD_LETTERS = (
     "SELECT id, queue_name, message_id, CAST(payload AS BLOB), reason, dead_at_ms"
     " FROM greenroom_dead_letters WHERE queue_name = ? ORDER BY id LIMIT ?"
 )
-
-
-def _execute(query: str, params: Sequence[Any]) -> Callable[[sqlite3.Connection], object]:
-    """An operation for :meth:`Database.write` running one statement."""
-    return lambda conn: conn.execute(query, params)
 
 
 def due_ms(queue_name: str, options: dict[str, Any]) -> int:
@@ -114,7 +117,7 @@ class SQLiteStorage:
 
     def insert(self, queue_name: str, payload: bytes, due_at_ms: int) -> None:
         """Store a message; returns once it is durable (see ``SQLiteSettings.synchronous``)."""
-        self.db.write(_execute(_INSERT, (queue_name, payload, due_at_ms)), durable=True)
+        self.db.write_statement(_INSERT, (queue_name, payload, due_at_ms), durable=True)
 
     def insert_unique(
         self, queue_name: str, payload: bytes, due_at_ms: int, message_id: str, unique: UniqueKey
@@ -166,7 +169,7 @@ class SQLiteStorage:
 
     def delete(self, row_id: int) -> None:
         """Forget a row: its message was processed."""
-        self.db.write(_execute(_DELETE, (row_id,)))
+        self.db.write_statement(_DELETE, (row_id,))
 
     def bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> None:
         """Move a row ``owner`` holds to the dead letters of its canonical queue, with the reason."""
@@ -188,16 +191,10 @@ class SQLiteStorage:
     def unlease_process(self, process: str) -> int:
         """Make every row leased by a consumer of ``process`` (``host:pid``) visible again; how many."""
         pattern = process.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
-
-        def operation(conn: sqlite3.Connection) -> int:
-            query = (
-                "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0"
-                " WHERE lease_owner LIKE ? ESCAPE '\\'"
-            )
-            return conn.execute(query, (pattern,)).rowcount
-
-        released: int = self.db.write(operation)
-        return released
+        query = (
+            "UPDATE greenroom_messages SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner LIKE ? ESCAPE '\\'"
+        )
+        return self.db.write_statement(query, (pattern,))
 
     def renew(self, owners: list[str], until_ms: int) -> None:
         """Extend the leases of every row the ``owners`` hold to ``until_ms``."""
@@ -205,13 +202,13 @@ class SQLiteStorage:
 
     def purge_dead_letters(self, older_than_ms: int) -> None:
         """Drop the dead letters buried before ``older_than_ms``."""
-        self.db.write(_execute("DELETE FROM greenroom_dead_letters WHERE dead_at_ms < ?", (older_than_ms,)))
+        self.db.write_statement("DELETE FROM greenroom_dead_letters WHERE dead_at_ms < ?", (older_than_ms,))
 
     def _in_chunks(self, template: str, values: list[Any], *leading: Any) -> None:
         """Run ``template`` (``{}`` stands for the ``IN`` list) for each chunk of ``values``."""
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
-            self.db.write(_execute(template.format(", ".join("?" * len(chunk))), (*leading, *chunk)))
+            self.db.write_statement(template.format(", ".join("?" * len(chunk))), (*leading, *chunk))
 
     # -- looking at queues ------------------------------------------------------------------------
 
@@ -236,12 +233,10 @@ class SQLiteStorage:
         now_ms = current_millis()
 
         def operation(conn: sqlite3.Connection) -> QueueCounts:
-            counts = {(1, 0): 0, (0, 0): 0, (1, 1): 0, (0, 1): 0}
-            for is_canonical, leased, count in conn.execute(_COUNTS, (name, now_ms, name, dq_name(name))):
-                counts[(is_canonical, leased)] = count
-            dead = conn.execute("SELECT COUNT(*) FROM greenroom_dead_letters WHERE queue_name = ?", (name,))
-            in_progress = counts[(1, 1)] + counts[(0, 1)]
-            return QueueCounts(counts[(1, 0)], counts[(0, 0)], in_progress, dead.fetchone()[0])
+            queued, delayed, leased, leased_delayed, dead = conn.execute(
+                _COUNTS, (name, dq_name(name), now_ms)
+            ).fetchone()
+            return QueueCounts(queued - leased, delayed - leased_delayed, leased + leased_delayed, dead)
 
         return self.db.read(operation)
 
