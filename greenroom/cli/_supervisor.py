@@ -31,7 +31,9 @@ from ._worker_process import WorkerSpec, run_worker
 
 __all__ = ["Supervisor", "restart_pause_s"]
 
-#: First pause (s) before replacing a worker process that died; it doubles with each death in a row.
+#: Pause (s) before replacing a worker process that died a second time in a row; it doubles with
+#: each further death. The first death is replaced at once: its replacement returns the dead
+#: process's messages while it boots, so a pause would delay them too.
 RESTART_PAUSE_S = 1.0
 #: The longest pause (s) before replacing a worker process.
 MAX_RESTART_PAUSE_S = 60.0
@@ -423,4 +425,6 @@ class Supervisor:
 
 def restart_pause_s(deaths_in_a_row: int) -> float:
     """How long to wait before replacing a worker process that died ``deaths_in_a_row`` times in a row."""
-    return float(min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** max(0, deaths_in_a_row - 1)))
+    if deaths_in_a_row <= 1:
+        return 0.0
+    return float(min(MAX_RESTART_PAUSE_S, RESTART_PAUSE_S * 2 ** (deaths_in_a_row - 2)))

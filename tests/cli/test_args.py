@@ -264,7 +264,7 @@ def test_restart_pause_grows_and_is_capped() -> None:
     from greenroom.cli._supervisor import MAX_RESTART_PAUSE_S, restart_pause_s
 
     pauses = [restart_pause_s(n) for n in range(1, 10)]
-    assert pauses[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert pauses[:5] == [0.0, 1.0, 2.0, 4.0, 8.0]  # the first death is replaced at once
     assert pauses == sorted(pauses)
     assert pauses[-1] == MAX_RESTART_PAUSE_S
 

@@ -1,7 +1,8 @@
 """The main process of a tree returns a dead worker process's messages at once (through its replacement).
 
 With the default lease (SQLite, 30 s) and heartbeat timeout (Redis, 60 s), the 20 messages a
-worker process held when it was killed with SIGKILL are all done within 5 seconds.
+worker process held when it was killed with SIGKILL are all done within 2 seconds (the replacement
+of a first death starts at once and returns them while it boots).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.conftest import redis_client_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60.0
-RECOVERY_BOUND_S = 5.0
+RECOVERY_BOUND_S = 2.0  # the issue: messages back within 2 s; done once back, as they are released
 
 APP = """
 import os, pathlib, time
@@ -87,7 +88,9 @@ def test_messages_of_a_killed_worker_process_are_done_within_seconds(tmp_path: P
         killed_s = time.monotonic()
         (tmp_path / "release").touch()
         wait_for(lambda: ledger.exists() and ledger.read_text().count("done ") >= 20, TIMEOUT_S)
-        assert time.monotonic() - killed_s < RECOVERY_BOUND_S
+        elapsed_s = time.monotonic() - killed_s
+        print(f"{kind}: the 20 messages were done {elapsed_s:.2f} s after the kill")
+        assert elapsed_s < RECOVERY_BOUND_S
         assert "Returned the messages of dead worker process" in tree.log_text()
     finally:
         tree.cleanup()
