@@ -1,14 +1,16 @@
-"""Fixtures of the dashboard tests: a tracked broker of each kind with a worker, and HTTP clients of the app."""
+"""Fixtures of the dashboard tests: a tracked broker of each kind with a worker, HTTP clients of the app,
+and, for the browser tests, Chromium and the sites it drives."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -18,6 +20,9 @@ from greenroom import Worker
 from greenroom.broker import Broker
 from greenroom.jobs import JobTracking, SQLiteJobStore
 from tests.conftest import redis_client_for
+
+if TYPE_CHECKING:
+    from tests.dashboard._browser import Site
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TIMEOUT_S = 20.0
@@ -186,3 +191,56 @@ def stub_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup
     yield setup
     setup.close()
     cleanup()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the run."""
+    from tests.dashboard._browser import start_chromium  # selenium only where a browser is used
+
+    driver = start_chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where a browser test saves its screenshots: ``GREENROOM_SCREENSHOTS``, or the test's temporary directory."""
+    directory = Path(os.environ.get("GREENROOM_SCREENSHOTS", tmp_path / "screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def make_site(tmp_path: Path, browser: Any, shots: Path) -> Iterator[Callable[..., Site]]:
+    """Makes the test's :class:`~tests.dashboard._browser.Site` (one per test) and closes it afterwards.
+
+    Takes the broker kind (``sqlite`` or ``redis``), the Redis URL the application uses (the
+    shared server unless given), more variables of its environment, and the options of ``Site``.
+    """
+    from tests.dashboard._browser import Site, site_environment
+
+    made: list[Site] = []
+    cleanups: list[Callable[[], None]] = []
+
+    def make(
+        kind: str = "sqlite", *, redis_url: str = REDIS_URL, env: dict[str, str] | None = None, **options: Any
+    ) -> Site:
+        assert not made, "one site per test: they share the work directory"
+        env = {**site_environment(tmp_path, kind, redis_url), **(env or {})}
+        if kind == "redis":
+            cleanups.append(redis_client_for(env["GR_DASH_NS"])[1])
+        made.append(Site(tmp_path, browser, shots, env, **options))
+        return made[0]
+
+    yield make
+    for site in made:
+        site.close()
+    for cleanup in cleanups:
+        cleanup()
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest, make_site: Callable[..., Site]) -> Site:
+    """A site on the broker kind the test is parametrised with (``indirect``), SQLite otherwise, with workers."""
+    return make_site(getattr(request, "param", "sqlite"))

@@ -9,116 +9,11 @@ message's traceback, a dead letter requeued. Each page is saved as a screenshot,
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
-import greenroom
-from greenroom.dashboard import DashboardServer
 from greenroom.jobs import State
 from greenroom.testing import wait_for
-from tests.cli._trees import Tree, app_env
-from tests.conftest import service_unavailable
-from tests.dashboard import _browser_app
-
-ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        service_unavailable("Chromium", FileNotFoundError("apt-get install chromium chromium-driver"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    # As root in a container, Chromium runs only without its sandbox.
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1280,1000")
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
-    driver.set_page_load_timeout(TIMEOUT_S)
-    yield driver
-    driver.quit()
-
-
-class Site:
-    """A tree running the app, the test's own broker on the same file, and the dashboard served from it."""
-
-    def __init__(self, workdir: Path, browser: Any, shots: Path) -> None:
-        self.browser = browser
-        self.shots = shots
-        queue_name = f"web_{uuid.uuid4().hex[:8]}"
-        self.switch = workdir / "switch"
-        self.env = {
-            **app_env(workdir),
-            "PYTHONPATH": str(ROOT),
-            "GR_DASH_QUEUE": queue_name,
-            "GR_DASH_SWITCH": str(self.switch),
-        }
-        (workdir / "app.py").write_text("from tests.dashboard._browser_app import *  # noqa: F403\n")
-        self.broker, self.actors = _browser_app.build(self.env)
-        self.queue_name = queue_name
-        self.tree = Tree(workdir, ["-p", "1", "-t", "4", "-Q", queue_name], env=self.env)
-        self.server = DashboardServer(self.broker, port=0, refresh_interval_ms=1000)
-        self.server.start()
-
-    def close(self) -> None:
-        self.server.stop()
-        self.tree.cleanup()
-        self.broker.close()
-
-    def open(self, path: str) -> None:
-        self.browser.get(self.server.url.rstrip("/") + path)
-
-    def shot(self, name: str) -> None:
-        self.browser.save_screenshot(str(self.shots / f"{name}.png"))
-
-    def wait(self, condition: Any) -> Any:
-        # Pages replace their live parts every second: an element found may be replaced before it is used.
-        waiting = WebDriverWait(
-            self.browser, TIMEOUT_S, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
-        )
-        return waiting.until(condition)
-
-    def text_of(self, selector: str) -> str:
-        """The text of the element, read in one step (never a stale element), "" when there is none."""
-        script = "const node = document.querySelector(arguments[0]); return node ? node.innerText : '';"
-        return str(self.browser.execute_script(script, selector))
-
-    def click(self, selector: str) -> None:
-        """Click the element, found again if a refresh replaced it in between."""
-
-        def clicked(_: Any) -> bool:
-            self.browser.find_element(By.CSS_SELECTOR, selector).click()
-            return True
-
-        self.wait(clicked)
-
-    def state(self, message_id: str) -> str | None:
-        status = greenroom.get_status(message_id, broker=self.broker)
-        return None if status is None else status.state
-
-
-@pytest.fixture
-def site(tmp_path: Path, browser: Any) -> Iterator[Site]:
-    shots = Path(os.environ.get("GREENROOM_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    site = Site(tmp_path, browser, shots)
-    try:
-        yield site
-    finally:
-        site.close()
+from tests.dashboard._browser import TIMEOUT_S, Site
 
 
 def _cell(site: Site, queue_name: str, column: str) -> str:
@@ -126,6 +21,7 @@ def _cell(site: Site, queue_name: str, column: str) -> str:
 
 
 def test_overview_cancel_traceback_and_requeue_in_a_browser(site: Site) -> None:
+    assert site.tree is not None
     site.tree.wait_ready()
     parked = f"{site.queue_name}_parked"
 
