@@ -45,6 +45,9 @@ class _Run:
     started_at_ms: int = 0
     #: A retry of the message was enqueued while it ran (by the Retries middleware).
     retried: bool = False
+    #: The delivery being run: how another thread that settles it (a warden taking over an actor
+    #: stuck past its time limit) finds the run.
+    proxy: MessageProxy | None = None
 
 
 #: The run of the current thread or task: progress reports and retries find their message here.
@@ -105,8 +108,11 @@ class JobTracking(Middleware):
         self.progress_interval = progress_interval
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.watch = CancelWatch(self, poll_interval_ms=poll_interval, heartbeat_interval_ms=heartbeat_interval)
-        #: One flag per worker thread: the message of its run was cancelled before it started.
+        #: Each worker thread's current run.
         self._local = threading.local()
+        #: The same runs by message id, for a thread settling a message it did not run.
+        self._runs: dict[str, _Run] = {}
+        self._runs_lock = threading.Lock()
         #: Attempts that ended in this process, per minute, until the watch thread stores them.
         self.minutes = MinuteTally()
 
@@ -132,8 +138,11 @@ class JobTracking(Middleware):
         if not self.tracks(broker, message):
             return
         run = _current.get()
+        if run is None and message.options.get("retries"):
+            with self._runs_lock:  # a warden retrying the message of an actor it took over
+                run = self._runs.get(message.message_id)
         if run is not None and run.message_id == message.message_id:
-            run.retried = True  # a retry of the message this thread runs
+            run.retried = True  # a retry of the message this thread runs (or settles)
         retries = message.options.get("retries", 0)
         delayed = message.queue_name.endswith(".DQ")
         state = State.RETRYING if retries else State.DELAYED if delayed else State.ENQUEUED
@@ -174,7 +183,12 @@ class JobTracking(Middleware):
             **attempt_entry(attempt, started_at_ms=started_at_ms, worker=self.worker_name, outcome=State.RUNNING),
         }
         cancelled = self.store(broker).begin(message.message_id, fields, self.active_ttl)
-        run = _Run(self, broker, message.message_id, threading.get_ident(), attempt, started_at_ms)
+        run = _Run(self, broker, message.message_id, threading.get_ident(), attempt, started_at_ms, proxy=message)
+        with self._runs_lock:
+            previous: _Run | None = getattr(self._local, "run", None)
+            if previous is not None and self._runs.get(previous.message_id) is previous:
+                del self._runs[previous.message_id]  # never settled (its ack failed): forget it
+            self._runs[message.message_id] = run
         _current.set(run)
         self._local.run = run
         if cancelled:
@@ -198,8 +212,8 @@ class JobTracking(Middleware):
         The run stays current until the message is settled: a retry the Retries middleware enqueues
         after this hook is recognised as one by :meth:`before_enqueue`.
         """
-        run = getattr(self._local, "run", None)
-        if run is not None and run.message_id == message.message_id:
+        run = self._run_settled_here(message)
+        if run is not None:
             self.watch.discard(run)
 
     def after_ack(self, broker: Broker, message: MessageProxy) -> None:
@@ -224,12 +238,30 @@ class JobTracking(Middleware):
 
     def _finish(self, message: MessageProxy) -> _Run | None:
         """The run this thread settled, if it is the message's (a delayed message moved to its queue is not)."""
-        run: _Run | None = getattr(self._local, "run", None)
-        if run is None or run.message_id != message.message_id:
+        run = self._run_settled_here(message)
+        if run is None:
             return None
-        self._local.run = None
-        _current.set(None)
+        with self._runs_lock:
+            if self._runs.get(run.message_id) is run:
+                del self._runs[run.message_id]
+        if getattr(self._local, "run", None) is run:
+            self._local.run = None
+            _current.set(None)
         return run
+
+    def _run_settled_here(self, message: MessageProxy) -> _Run | None:
+        """The run of ``message`` that the calling thread settles, if any.
+
+        Usually the thread's own. A worker process's warden settles the message of an actor stuck
+        past its time limit from its own thread (see ``Worker.take_over``): it finds that run by
+        the message's id, and only for the very delivery the run began with.
+        """
+        run: _Run | None = getattr(self._local, "run", None)
+        if run is not None and run.message_id == message.message_id:
+            return run
+        with self._runs_lock:
+            run = self._runs.get(message.message_id)
+        return run if run is not None and run.proxy is message else None
 
     def _write_end(self, broker: Broker, run: _Run, state: str, exception: BaseException | None) -> None:
         now_ms = current_millis()

@@ -16,7 +16,7 @@ from greenroom import Worker
 from greenroom.brokers.stub import StubBroker
 from greenroom.errors import Cancelled
 from greenroom.jobs import JobStatus, JobStoreNotConfigured, JobTracking, MemoryJobStore, State, store_for
-from greenroom.middleware import AsyncIO
+from greenroom.middleware import AsyncIO, TimeLimitExceeded
 from greenroom.testing import wait_for
 
 TIMEOUT_S = 10.0
@@ -136,6 +136,40 @@ def test_progress_reports_are_coalesced_and_the_last_one_is_kept(tracked: StubBr
 
 
 _NONE = JobStatus(message_id="", state=State.ENQUEUED)
+
+
+@pytest.mark.parametrize(("max_retries", "expected"), [(1, State.RETRYING), (0, State.FAILED)])
+def test_a_message_taken_over_from_a_stuck_actor_gets_its_final_status(
+    tracked: StubBroker, start_worker: Any, max_retries: int, expected: str
+) -> None:
+    """A worker process's warden settles a stuck actor's message from its own thread (Worker.take_over)."""
+    release = threading.Event()
+
+    @greenroom.actor(broker=tracked, max_retries=max_retries, min_backoff=600_000, max_backoff=600_000)
+    def stuck() -> None:
+        release.wait(TIMEOUT_S)  # stands for a blocking call that no interrupt reaches
+
+    message = stuck.send()
+    worker = start_worker()
+    try:
+        wait_for(lambda: worker.running_messages(), TIMEOUT_S)
+        [(thread_id, message_id)] = worker.running_messages()
+        assert message_id == message.message_id
+        assert worker.take_over(thread_id, message_id, TimeLimitExceeded("stuck past its limit"))
+        status = greenroom.get_status(message.message_id, broker=tracked)
+        assert status is not None
+        assert (status.state, status.attempts) == (expected, 1)
+        assert (status.error_type, status.error_message) == ("TimeLimitExceeded", "stuck past its limit")
+        assert (status.finished_at_ms is not None) == (expected == State.FAILED)
+    finally:
+        release.set()
+    # The abandoned thread settles nothing when its actor returns at last: the status stays.
+    wait_for(
+        lambda: not any(thread.is_alive() and thread.ident == thread_id for thread in threading.enumerate()), TIMEOUT_S
+    )
+    after = greenroom.get_status(message.message_id, broker=tracked)
+    assert after is not None
+    assert after.state == expected
 
 
 def test_track_false_leaves_a_message_untracked(tracked: StubBroker, start_worker: Any) -> None:
