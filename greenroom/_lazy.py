@@ -7,7 +7,15 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["import_optional", "process_exists"]
+__all__ = ["BACKENDS_WITH_EXTRAS", "import_optional", "process_exists"]
+
+#: The backends that results and rate limiters both offer and that need an extra, imported on
+#: first access: name → (relative module, extra).
+BACKENDS_WITH_EXTRAS = {
+    "RedisBackend": (".redis", "redis"),
+    "MemcachedBackend": (".memcached", "memcached"),
+    "PostgresBackend": (".postgres", "postgres"),
+}
 
 
 def import_optional(package: str, name: str, lazy: dict[str, tuple[str, str]]) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from ..actor import Actor, actor
 from ..broker import Broker
 from ..message import Message
-from ..worker import Worker
+from ._contract_base import ContractBase
 from .waiting import wait_for
 
 __all__ = ["BrokerContract"]
@@ -42,32 +41,12 @@ def _recording_actor(broker: Broker) -> tuple[Actor[[int], None], list[int]]:
     return record, seen
 
 
-class BrokerContract:
+class BrokerContract(ContractBase):
     """Conformance tests for a broker implementation."""
-
-    def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
-        """Put raw bytes on a queue as a foreign producer would."""
-        raise NotImplementedError
 
     def dead_letter_count(self, broker: Broker, queue_name: str) -> int:
         """How many messages of ``queue_name`` are dead-lettered."""
         raise NotImplementedError
-
-    @pytest.fixture
-    def worker_factory(self, broker: Broker) -> Iterator[Any]:
-        workers: list[Worker] = []
-
-        def make(**kwargs: Any) -> Worker:
-            kwargs.setdefault("worker_timeout", 100)
-            kwargs.setdefault("worker_threads", 4)
-            worker = Worker(broker, **kwargs)
-            worker.start()
-            workers.append(worker)
-            return worker
-
-        yield make
-        for worker in workers:
-            worker.stop(timeout=10000)
 
     def test_enqueue_and_consume(self, broker: Broker, worker_factory: Any) -> None:
         record, seen = _recording_actor(broker)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -26,6 +25,7 @@ from ..broker import Broker, QueueCounts
 from ..common import current_millis
 from ..errors import QueueNotFound
 from ..worker import Worker
+from ._contract_base import ContractBase
 from .waiting import wait_for
 
 __all__ = ["OperationsContract"]
@@ -36,36 +36,16 @@ TIMEOUT_S = 30.0
 _PURGE_GAP_MS = 400
 
 
-class OperationsContract:
+class OperationsContract(ContractBase):
     """Conformance tests for a broker's operations API."""
 
     #: Whether the broker counts the messages workers hold (``in_progress``; delayed ones held too).
     in_progress_known = True
 
-    def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
-        """Put raw bytes on a queue as a foreign producer would."""
-        raise NotImplementedError
-
     @pytest.fixture
     def queue_name(self) -> str:
         """A queue of the test's own."""
         return f"ops_{uuid.uuid4().hex[:12]}"
-
-    @pytest.fixture
-    def worker_factory(self, broker: Broker) -> Iterator[Callable[..., Worker]]:
-        workers: list[Worker] = []
-
-        def make(**kwargs: Any) -> Worker:
-            kwargs.setdefault("worker_timeout", 100)
-            kwargs.setdefault("worker_threads", 4)
-            worker = Worker(broker, **kwargs)
-            worker.start()
-            workers.append(worker)
-            return worker
-
-        yield make
-        for worker in workers:
-            worker.stop(timeout=10000)
 
     def _dead_count(self, broker: Broker, queue_name: str) -> int:
         return broker.get_queue_counts(queue_name).dead

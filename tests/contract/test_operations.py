@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pika
@@ -20,8 +17,7 @@ from greenroom.message import Message
 from greenroom.testing import wait_for
 from greenroom.testing.operations_contract import OperationsContract
 from tests.conftest import service_unavailable
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.contract._harnesses import RedisHarness, SQLiteHarness
 
 
 class TestStubOperations(OperationsContract):
@@ -35,47 +31,14 @@ class TestStubOperations(OperationsContract):
         broker.put_raw(queue_name, payload)
 
 
-class TestSQLiteOperations(OperationsContract):
-    @pytest.fixture
-    def broker(self, tmp_path: Path) -> Iterator[Broker]:
-        from greenroom.brokers.sqlite import SQLiteBroker, SQLiteSettings
-
-        broker = SQLiteBroker(tmp_path / "ops.db", settings=SQLiteSettings(lease_ms=10_000, renew_interval_ms=1000))
-        broker.emit_after("process_boot")
-        greenroom.set_broker(broker)
-        yield broker
-        broker.close()
-
+class TestSQLiteOperations(SQLiteHarness, OperationsContract):
     def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
-        from greenroom.brokers.sqlite import SQLiteBroker
-
-        assert isinstance(broker, SQLiteBroker)
         broker.declare_queue(queue_name)
-        broker.get_queue_counts(queue_name)  # creates the database and its schema on first use
-        with sqlite3.connect(broker.path) as conn:
-            conn.execute("INSERT INTO greenroom_messages (queue_name, payload) VALUES (?, ?)", (queue_name, payload))
-        conn.close()
+        super().put_raw(broker, queue_name, payload)
 
 
-class TestRedisOperations(OperationsContract):
-    @pytest.fixture
-    def broker(self, redis_namespace: str) -> Iterator[Broker]:
-        from greenroom.brokers.redis import RedisBroker
-
-        broker = RedisBroker(url=REDIS_URL, namespace=redis_namespace)
-        broker.emit_after("process_boot")
-        greenroom.set_broker(broker)
-        yield broker
-        broker.close()
-
-    def put_raw(self, broker: Broker, queue_name: str, payload: bytes) -> None:
-        from greenroom.brokers.redis import RedisBroker
-
-        assert isinstance(broker, RedisBroker)
-        redis_id = str(uuid.uuid4())
-        prefix = f"{broker.namespace}:"
-        broker.client.execute_command("HSET", f"{prefix}{queue_name}.msgs", redis_id, payload)
-        broker.client.execute_command("RPUSH", f"{prefix}{queue_name}", redis_id)
+class TestRedisOperations(RedisHarness, OperationsContract):
+    pass
 
 
 class TestRabbitmqOperations(OperationsContract):

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._lazy import import_optional
+from ..._lazy import BACKENDS_WITH_EXTRAS, import_optional
 from .sqlite import SQLiteBackend
 from .stub import StubBackend
 
 __all__ = ["MemcachedBackend", "PostgresBackend", "RedisBackend", "SQLiteBackend", "StubBackend"]
 
-#: Lazily imported backends: name → (module, extra).
-_LAZY = {
-    "RedisBackend": (".redis", "redis"),
-    "MemcachedBackend": (".memcached", "memcached"),
-    "PostgresBackend": (".postgres", "postgres"),
-}
-
 
 def __getattr__(name: str) -> Any:
-    return import_optional(__name__, name, _LAZY)
+    return import_optional(__name__, name, BACKENDS_WITH_EXTRAS)
