@@ -136,12 +136,21 @@ def is_child() -> bool:
 # -- the driver -----------------------------------------------------------------------------------
 
 
-def spawn(script: str, system: str, target: str, namespace: str, mode: str, count: int) -> subprocess.Popen[str]:
-    """Start ``script --child ...`` (which calls :func:`child`) and wait until its worker runs."""
+def spawn(
+    script: str, system: str, target: str, namespace: str, mode: str, count: int, *, import_first: str | None = None
+) -> subprocess.Popen[str]:
+    """Start ``script --child ...`` (which calls :func:`child`) and wait until its worker runs.
+
+    ``import_first``: a directory put first on the child's ``PYTHONPATH`` (another copy of greenroom).
+    """
+    env = None
+    if import_first is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [import_first, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, script, "--child", system, target, namespace, mode, str(count)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -291,3 +300,68 @@ STANDARD_ROWS = [
     (f"latency p99 @ {LATENCY_RATE}/s (ms)", "p99", False),
     ("worker peak RSS (MB)", "rss", False),
 ]
+
+
+# -- drain only, alternating ----------------------------------------------------------------------
+
+
+def compare_drains(
+    script: str,
+    make_broker: MakeBroker,
+    target: str,
+    namespaces: Callable[[str], str],
+    count: int,
+    rounds: int,
+    *,
+    modes: Sequence[str] = ("drain", "drain-io"),
+    namespace_is_queue: bool = False,
+    cleanup: Callable[[str], None],
+    baseline: str | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Drain rates of both systems, alternating, ``rounds`` times; also prints each round's ratios.
+
+    A round runs every mode for both systems, one worker process at a time, the system that goes
+    first changing every round, so that all see the same load from the rest of the machine.
+    ``namespaces(system)`` gives a fresh namespace; ``cleanup(namespace)`` removes it afterwards.
+    With ``baseline`` (a directory holding another copy of the ``greenroom`` package, such as the
+    code before a change), that copy runs in each round too, as "baseline".
+
+    Returns:
+      mode → system → the rate (msg/s) of each round.
+    """
+    runs = [("greenroom", "greenroom", None), ("dramatiq", "dramatiq", None)]
+    if baseline is not None:
+        runs.append(("baseline", "greenroom", baseline))
+    rates: dict[str, dict[str, list[float]]] = {mode: {label: [] for label, _, _ in runs} for mode in modes}
+    for round_number in range(rounds):
+        order = runs[round_number % len(runs) :] + runs[: round_number % len(runs)]
+        for mode in modes:
+            for label, system, import_first in order:
+                namespace = namespaces(system)
+                queue_name = namespace if namespace_is_queue else QUEUE
+                try:
+                    broker, noop = make_producer(make_broker, system, target, namespace, queue_name)
+                    for _ in range(count):
+                        noop.send()
+                    broker.close()
+                    proc = spawn(script, system, target, namespace, mode, count, import_first=import_first)
+                    rate = finish(proc)["rate"]
+                finally:
+                    cleanup(namespace)
+                rates[mode][label].append(rate)
+            line = "  ".join(f"{label} {values[-1]:6.0f}" for label, values in rates[mode].items())
+            theirs = rates[mode]["dramatiq"][-1]
+            ratios = "  ".join(f"{label} {values[-1] / theirs:4.2f}x" for label, values in rates[mode].items())
+            print(f"round {round_number + 1} {mode:9} {line}   vs dramatiq: {ratios}", flush=True)
+    for mode in modes:
+        theirs_rates = rates[mode]["dramatiq"]
+        print(f"{mode:9} dramatiq {min(theirs_rates):.0f}-{max(theirs_rates):.0f} msg/s")
+        for label, values in rates[mode].items():
+            if label == "dramatiq":
+                continue
+            ratios = [a / b for a, b in zip(values, theirs_rates, strict=True)]
+            print(
+                f"{mode:9} {label} {min(values):.0f}-{max(values):.0f} msg/s, "
+                f"{min(ratios):.2f}-{max(ratios):.2f}x dramatiq (median {statistics.median(ratios):.2f}x)"
+            )
+    return rates

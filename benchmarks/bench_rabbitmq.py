@@ -1,6 +1,7 @@
 """greenroom vs Dramatiq on the same RabbitMQ, side by side (run by hand, not in CI).
 
     .venv/bin/python benchmarks/bench_rabbitmq.py [--url amqp://guest:guest@127.0.0.1:5672/%2F] [--messages 10000]
+    .venv/bin/python benchmarks/bench_rabbitmq.py --drains 5   # only the two drain rates, 5 alternating rounds
 
 Measures, for each library with its default middleware (no publisher confirms, as both default)
 and a queue of its own with a unique name:
@@ -32,6 +33,7 @@ from _common import (
     STANDARD_ROWS,
     SYSTEMS,
     child,
+    compare_drains,
     is_child,
     make_producer,
     measure_enqueue,
@@ -141,7 +143,26 @@ def main() -> None:
         "--latency-messages", type=int, default=2000, help="messages sent at 100/s for the latency percentiles"
     )
     parser.add_argument("--only-enqueue", action="store_true", help="measure only the send rates")
+    parser.add_argument(
+        "--drains", type=int, metavar="ROUNDS", help="only the drain rates: ROUNDS alternating side-by-side rounds"
+    )
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="with --drains: also run the greenroom package in DIR (an old copy)"
+    )
     args = parser.parse_args()
+    if args.drains:
+        compare_drains(
+            __file__,
+            make_broker,
+            args.url,
+            new_queue_name,
+            args.messages,
+            args.drains,
+            baseline=args.baseline,
+            namespace_is_queue=True,
+            cleanup=lambda queue: delete_queues(args.url, [queue]),
+        )
+        return
     if args.only_enqueue:
         rates = measure_send(args.url, args.messages)
         print(f"send: greenroom {rates['greenroom']:.0f}/s, Dramatiq {rates['dramatiq']:.0f}/s")

@@ -1,6 +1,7 @@
 """greenroom vs Dramatiq on the same Redis, side by side (run by hand, not in CI).
 
     .venv/bin/python benchmarks/bench_redis.py [--url redis://127.0.0.1:6379/0] [--messages 10000] [--track]
+    .venv/bin/python benchmarks/bench_redis.py --drains 5   # only the two drain rates, 5 alternating rounds
 
 Measures, for each library with its default middleware and a unique namespace:
 
@@ -29,6 +30,7 @@ from _common import (
     STANDARD_ROWS,
     SYSTEMS,
     child,
+    compare_drains,
     is_child,
     make_producer,
     measure_enqueue,
@@ -92,9 +94,27 @@ def main() -> None:
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--messages", type=int, default=10000)
     parser.add_argument("--track", action="store_true", help="greenroom with JobTracking (job status) installed")
+    parser.add_argument(
+        "--drains", type=int, metavar="ROUNDS", help="only the drain rates: ROUNDS alternating side-by-side rounds"
+    )
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="with --drains: also run the greenroom package in DIR (an old copy)"
+    )
     args = parser.parse_args()
     if args.track:
         os.environ[TRACK_ENV] = "1"  # read by make_broker here and in the worker subprocesses
+    if args.drains:
+        compare_drains(
+            __file__,
+            make_broker,
+            args.url,
+            lambda system: f"bench-{system}-{uuid.uuid4().hex[:8]}",
+            args.messages,
+            args.drains,
+            baseline=args.baseline,
+            cleanup=lambda namespace: delete_namespace(args.url, namespace),
+        )
+        return
     ours = measure("greenroom", args.url, args.messages)
     theirs = measure("dramatiq", args.url, args.messages)
     ours["enqueue"], theirs["enqueue"] = measure_send(args.url, args.messages)

@@ -1,11 +1,12 @@
-"""The Redis broker's consumer: batched fetches into a local cache, and group-committed acks."""
+"""The Redis broker's consumer: batched fetches into a local cache, and acks grouped in the background."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from ... import _settings
@@ -16,7 +17,8 @@ from ...message import Message
 from .._unique import unique_key_of
 from ._heartbeat import Heartbeat
 from ._idle import IDLE_POLL_S
-from ._storage import RedisStorage
+from ._settler import Settler
+from ._storage import RedisStorage, SettleOp
 
 __all__ = ["DEFAULT_MAX_FETCH", "RedisConsumer", "max_fetch"]
 
@@ -57,17 +59,14 @@ class _RedisMessageProxy(MessageProxy):
             self._storage.hand_back_later(self.source, (self.redis_id,))
 
 
-_Waiter = list[Any]  # [SettleOp, done, error] of one settle call waiting in a group commit
-
-
 class RedisConsumer(Consumer):
     """Fetches batches into a local cache; acks of concurrent worker threads share round trips.
 
     It talks to Redis through the process's :class:`RedisStorage`, and is counted by its
     :class:`Heartbeat` from construction until it is closed and its messages are settled.
 
-    Settling is a group commit: an ack made while another settle call is in flight joins the next
-    call, and ``ack`` returns only once its message is settled in Redis."""
+    Acks are sent by the consumer's :class:`~._settler.Settler` in the background, grouped while a
+    round trip is in flight: ``ack`` returns at once. ``nack`` and ``requeue`` settle before they return."""
 
     def __init__(
         self,
@@ -101,8 +100,9 @@ class RedisConsumer(Consumer):
         #: Ids handed out and not settled. Guarded by _cond (iterating thread and worker threads).
         self._handed: set[bytes] = set()
         self._cond = threading.Condition()
-        self._settle_busy = False
-        self._settle_pending: list[_Waiter] = []
+        self._settler = Settler(self._settle, logger, f"RedisSettler({queue_name})")
+        #: Whether the iterating thread waits on _cond for a free slot (set and cleared under _cond).
+        self._waiting_for_room = False
         self._closed = False
         self._released = False
 
@@ -118,7 +118,9 @@ class RedisConsumer(Consumer):
                 room = self._room()
                 if room <= 0:
                     # Full: wait for an ack to free a slot rather than polling Redis.
+                    self._waiting_for_room = True
                     self._cond.wait(deadline.remaining_s())
+                    self._waiting_for_room = False
                     if self._room() <= 0:
                         return None
                     continue
@@ -146,7 +148,8 @@ class RedisConsumer(Consumer):
 
     def _room(self) -> int:
         """How many messages to fetch now: within ``prefetch``, and what the worker process can use."""
-        room = self.prefetch - len(self._handed)
+        # A message whose ack was handed to the settler is done with: its slot is free already.
+        room = self.prefetch - len(self._handed) + self._settler.backlog()
         demand = self.demand
         return room if demand is None else min(room, demand.room())
 
@@ -181,6 +184,9 @@ class RedisConsumer(Consumer):
             self._let_key_go(unique.key, redis_id)  # taken from its queue: a new send is welcome
         return proxy
 
+    def _settle(self, ops: Sequence[SettleOp]) -> None:
+        self.storage.settle(self.queue_name, ops)
+
     def _let_key_go(self, key: str, redis_id: bytes) -> None:
         """Let a unique key go (only messages with one pay for this round trip)."""
         try:
@@ -188,42 +194,28 @@ class RedisConsumer(Consumer):
         except BrokerError as exc:  # the key stays held until the message is gone (see enqueue_unique.lua)
             self.logger.warning("Could not let unique key %r go (%s).", key, exc)
 
-    def _settle_batched(self, op: str, proxy: _RedisMessageProxy, reason: str = "") -> None:
-        """Group commit: the first waiting thread sends every pending op; all return once sent."""
-        waiter: _Waiter = [(op, proxy.redis_id, reason), False, None]
-        with self._cond:
-            self._settle_pending.append(waiter)
-            while not waiter[1]:
-                if self._settle_busy:
-                    self._cond.wait()
-                    continue
-                self._settle_busy = True
-                batch, self._settle_pending = self._settle_pending, []
-                error: BaseException | None = None
-                self._cond.release()
-                try:
-                    self.storage.settle(self.queue_name, [w[0] for w in batch])
-                except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the batch
-                    error = exc
-                finally:
-                    self._cond.acquire()
-                for w in batch:
-                    w[1:] = True, error
-                    if error is None:
-                        self._handed.discard(w[0][1])
-                self._settle_busy = False
-                self._cond.notify_all()
-                self._release_if_done()
-        error = waiter[2]
-        if error is not None:
-            raise (type(error) if isinstance(error, BrokerError) else BrokerError)(str(error)) from error
-        proxy.settled = True
-
     def ack(self, message: MessageProxy) -> None:
-        """Acknowledge a message; returns once Redis has forgotten it."""
+        """Acknowledge a message: handed to the consumer's settler, which sends it at once or, while
+        a round trip is in flight, in the next one (see :mod:`._settler`)."""
         proxy = cast(_RedisMessageProxy, message)
-        self._settle_batched("a", proxy)
+        self._settler.submit(("a", proxy.redis_id, ""), functools.partial(self._acked, proxy))
+        if self._waiting_for_room:  # read unlocked: a wake-up missed here comes when the ack lands
+            with self._cond:
+                self._cond.notify_all()
+
+    def _acked(self, proxy: _RedisMessageProxy) -> None:
+        """The ack of ``proxy`` reached Redis (on the settler thread, or the caller's once closed)."""
+        self._settled([proxy])
         self._finished(proxy)
+
+    def _settled(self, proxies: Iterable[_RedisMessageProxy]) -> None:
+        """Forget settled messages: they free their prefetch slots (and, once closed, the consumer)."""
+        with self._cond:
+            for proxy in proxies:
+                proxy.settled = True
+                self._handed.discard(proxy.redis_id)
+            self._cond.notify_all()
+            self._release_if_done()
 
     def _finished(self, proxy: _RedisMessageProxy) -> None:
         """Let go of the unique key a message kept until it finished."""
@@ -235,7 +227,10 @@ class RedisConsumer(Consumer):
         """Move a message to the dead letters; the ``repr`` of its exception is kept as the reason."""
         proxy = cast(_RedisMessageProxy, message)
         exception = proxy.exception
-        self._settle_batched("n", proxy, "" if exception is None else dead_letter_reason(exception))
+        reason = "" if exception is None else dead_letter_reason(exception)
+        # In the calling thread: dead letters are rare, and a failure reaches the worker's retry loop.
+        self.storage.settle(self.queue_name, [("n", proxy.redis_id, reason)])
+        self._settled([proxy])
         self._finished(proxy)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
@@ -249,18 +244,15 @@ class RedisConsumer(Consumer):
                 self.storage.hand_back_later(m.source, (m.redis_id,))
             raise
         finally:
-            with self._cond:
-                for m in proxies:
-                    m.settled = True
-                    self._handed.discard(m.redis_id)
-                self._cond.notify_all()
-                self._release_if_done()
+            self._settled(proxies)
 
     def close(self) -> None:
         """Hand back messages fetched but never handed out, then release the consumer."""
         if self._closed:
             return
         self.storage.idle_waiter.unsubscribe(self)
+        # The acks handed over so far go out first: the worker stops only after its last ack.
+        self._settler.close(self.storage.retry_timeout_s + 1.0)
         self._closed = True
         cached = [redis_id for redis_id, payload in self._cache if payload is not None]
         self._cache.clear()
