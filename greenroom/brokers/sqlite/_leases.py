@@ -2,68 +2,30 @@
 
 from __future__ import annotations
 
-import threading
-
-from ..._background import BackgroundThread, join_unless_current
 from ...common import current_millis
+from .._lease_keeper import LeaseKeeper as _LeaseKeeper
 from ._consumer import SQLiteConsumer
 from ._storage import SQLiteStorage
 
 __all__ = ["LeaseKeeper"]
 
-#: How often the lease keeper purges expired dead letters (ms).
-_PURGE_INTERVAL_MS = 60_000
 
-
-class LeaseKeeper:
-    """Renews the leases of the rows this process holds, and purges expired dead letters.
-
-    One per broker and process, its thread started by the first consumer and stopped by
-    :meth:`SQLiteBroker.close` (the next consumer starts it again).
-    """
+class LeaseKeeper(_LeaseKeeper[SQLiteConsumer]):
+    """Renews, by owner, the leases of the rows this process holds, and purges expired dead letters."""
 
     def __init__(self, storage: SQLiteStorage) -> None:
+        settings = storage.settings
+        super().__init__(
+            storage.logger, settings.renew_interval_ms, settings.lock_retry_ms / 1000 + 5, "greenroom-sqlite-leases"
+        )
         self.storage = storage
-        #: Consumers whose rows to renew: added by consumer threads, removed by whichever thread
-        #: releases the last row of a closed consumer. Guarded by _lock, as is _runner.
-        self._consumers: set[SQLiteConsumer] = set()
-        self._lock = threading.Lock()
-        self._runner = BackgroundThread(self._run, "greenroom-sqlite-leases")
-        self._last_purge_ms = 0
-
-    def add(self, consumer: SQLiteConsumer) -> None:
-        """Renew the leases of ``consumer`` from now on; starts the thread if it is not running."""
-        with self._lock:
-            self._consumers.add(consumer)
-            self._runner.ensure_running()
-
-    def discard(self, consumer: SQLiteConsumer) -> None:
-        """Forget a closed consumer that holds no row any more."""
-        with self._lock:
-            self._consumers.discard(consumer)
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it (unless called from it); :meth:`add` starts it again."""
-        with self._lock:
-            thread = self._runner.stop()
-        join_unless_current(thread, self.storage.settings.lock_retry_ms / 1000 + 5)
-
-    def _run(self, stop_event: threading.Event) -> None:
-        interval_s = self.storage.settings.renew_interval_ms / 1000
-        while not stop_event.wait(interval_s):
-            try:
-                self.run_once()
-            except Exception:  # thread top level: log, and keep renewing at the next interval
-                self.storage.logger.exception("Could not renew leases; retrying in %.1f s.", interval_s)
 
     def run_once(self, now_ms: int | None = None) -> None:
         """Renew the leases of every row held in this process, and purge dead letters when due."""
         now_ms = current_millis() if now_ms is None else now_ms
         settings = self.storage.settings
-        with self._lock:
-            owners = [consumer.owner for consumer in self._consumers if consumer.held > 0]
+        owners = [consumer.owner for consumer in self.consumers() if consumer.held > 0]
         if owners:
             self.storage.renew(owners, now_ms + settings.lease_ms)
-        if now_ms - self._last_purge_ms >= min(_PURGE_INTERVAL_MS, settings.dead_message_ttl):
+        if self.purge_due(now_ms, settings.dead_message_ttl):
             self.storage.purge_dead_letters(now_ms - settings.dead_message_ttl)
-            self._last_purge_ms = now_ms
