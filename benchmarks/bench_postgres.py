@@ -7,7 +7,9 @@ Measures, for greenroom on PostgreSQL (a fresh schema, dropped at the end) and D
 (a fresh namespace, deleted at the end), each with its default middleware:
 
 * ``send`` rate, one call after the other in this process (median of ten alternating rounds), and
-  greenroom's with ``durable_enqueue=False`` (commits that do not wait for the disk);
+  greenroom's with ``durable_enqueue=False`` (commits that do not wait for the disk); in the same
+  rounds, the broker's own ``INSERT`` run bare through psycopg, durable and not: the floor under
+  ``send`` that no broker code can go below;
 * batch enqueue (``enqueue_many``, best of three) and ``group([...]).run()``;
 * drain rate of no-op messages by one worker process of 8 threads (first start to last);
 * p50/p99 latency from ``send`` to the start of the actor at 100 messages/s, and the worker's RSS;
@@ -78,16 +80,46 @@ def drop(target: Target, namespace: str) -> None:
     client.close()
 
 
+class BareInsert:
+    """The statement of a greenroom ``send``, run through psycopg with nothing around it (``send()``).
+
+    Parameters:
+      broker: A greenroom Postgres broker whose tables exist: its schema and its ``INSERT``.
+      payload: The encoded message to insert every time.
+      durable: Whether each commit waits for the disk, as greenroom's default ``send`` does.
+    """
+
+    def __init__(self, broker: Any, payload: bytes, *, durable: bool) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(broker.url, autocommit=True)
+        self.conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
+        # The broker's own statement (a private attribute: this measures the floor under it).
+        self.statement = broker._storage.sql.insert
+        self.payload = payload
+
+    def send(self) -> None:
+        self.conn.execute(self.statement, ("bench", self.payload, None, "bare"))
+
+
 def measure_send(target: Target, count: int) -> dict[str, float]:
-    """``send`` rates of greenroom (durable and not) and Dramatiq, in alternating rounds."""
+    """``send`` rates of greenroom (durable and not), Dramatiq, and the bare ``INSERT``, in alternating rounds."""
     names = {
         system: f"bench_{system.replace('-', '_')}_{uuid.uuid4().hex[:8]}" for system in (*SYSTEMS, "greenroom-fast")
     }
+    bare: list[BareInsert] = []
     try:
         producers = {system: make_producer(make_broker, system, target, names[system]) for system in names}
         for _, noop in producers.values():
             noop.send()  # warm up: connections, schema, script load
-        rates = measure_enqueue({system: noop for system, (_, noop) in producers.items()}, count)
+        senders = {system: noop for system, (_, noop) in producers.items()}
+        broker, noop = producers["greenroom"]
+        for label, durable in (("insert", True), ("insert-fast", False)):
+            bare.append(BareInsert(broker, noop.message().encode(), durable=durable))
+            senders[label] = bare[-1]
+        rates = measure_enqueue(senders, count)
+        for sender in bare:
+            sender.conn.close()
         for broker, _ in producers.values():
             broker.close()
     finally:
@@ -187,6 +219,7 @@ def main() -> None:
     print(f"\n{args.messages:,} no-op messages; greenroom on PostgreSQL, Dramatiq on Redis")
     print_table(results["greenroom"], results["dramatiq"], STANDARD_ROWS)
     print(f"{'send, durable_enqueue=False (msg/s)':38}{sends['greenroom-fast']:12.2f}")
+    print(f"{'bare psycopg INSERT, durable / not':38}{sends['insert']:12.2f}{sends['insert-fast']:12.2f}")
     p50, p99 = latency_fast(target)
     print(f"{'latency p50 / p99, durable_enqueue=False':38}{p50:12.2f}{p99:12.2f}")
     if args.soak:

@@ -8,7 +8,9 @@ lost.
 
 **Delivery by lease (at-least-once).** A consumer leases due rows with ``UPDATE … FROM (SELECT …
 FOR NO KEY UPDATE SKIP LOCKED)``: concurrent consumers take different rows without waiting on one
-another. Ack deletes the row (the table holds only the work in flight); nack moves it to
+another. Ack deletes the row (the table holds only the work in flight): the consumer's next lease
+statement does, so one round trip both settles the messages processed meanwhile and fetches
+their successors, and worker threads never wait for the server; nack moves it to
 ``<schema>.dead_letters`` with the reason, kept ``dead_message_ttl`` and then purged; requeue (a worker
 stopping) makes the row visible again at once. A thread in each worker process renews the leases of
 everything the process holds, so a long task is never handed to a second worker while it runs; the

@@ -1,4 +1,9 @@
-"""Group commit of the Postgres broker's acknowledgements: one statement for the acks of many worker threads."""
+"""Group commit of the acknowledgements the Postgres broker cannot leave to a consumer's next statement.
+
+An ack normally returns at once and leaves its row to the next statement of the consumer that
+leased it (see :meth:`PostgresConsumer.ack`). Once that consumer is closed (a worker stopping, a
+consumer thread reconnecting) nothing will run that statement: such acks delete their rows here.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ class AckBatcher:
     """Deletes acknowledged rows: an ack made while another batch is being written joins the next one.
 
     With eight worker threads a batch holds up to eight rows, so the process writes one ``DELETE``
-    where it would write eight, and the server works that much less. Each ack still returns only
-    once its row is deleted. One per broker and process.
+    where it would write eight, and the server works that much less. Each ack returns only once
+    its row is deleted. One per broker and process.
     """
 
     def __init__(self, storage: PostgresStorage) -> None:

@@ -28,6 +28,8 @@ __all__ = ["ConsumerRegistry", "PostgresConsumer"]
 
 #: Rows leased per statement at most.
 _MAX_LEASE_BATCH = 500
+#: How long a consumer that still holds rows waits for room to lease a batch (see ``_batch_wait_s``).
+_BATCH_WAIT_S = 0.002
 
 
 class ConsumerRegistry(Protocol):
@@ -73,8 +75,8 @@ class PostgresConsumer(Consumer):
         self.logger = storage.logger
         self.queue_name = queue_name
         self.prefetch = max(1, prefetch)
-        #: While it holds rows, the consumer leases again only once this many slots are free: one
-        #: statement for several rows, rather than one for each row acknowledged.
+        #: While it holds rows, the consumer leases again once this many slots are free (or after
+        #: _BATCH_WAIT_S): one statement for several rows, rather than one for each row acknowledged.
         self.min_batch = max(1, self.prefetch // 4)
         self.timeout_s = timeout_ms / 1000
         self.poll_interval_s = storage.settings.poll_interval_ms / 1000
@@ -86,18 +88,23 @@ class PostgresConsumer(Consumer):
         #: The consumer thread adds, worker threads remove, the lease keeper reads: guarded by _lock.
         self._lock = threading.Lock()
         self._held: set[int] = set()
+        #: Ids of rows whose messages were acknowledged and that are not deleted yet: worker threads
+        #: add, the consumer thread deletes them with its next statement (see :meth:`ack`). Under _lock.
+        self._acked: list[int] = []
         self._closed = False
         #: Set by a nudge and by a released row (then _poked is set too, under _lock).
         self._wake = threading.Event()
         self._poked = True
         #: Monotonic time at which to look at the queue even without a nudge.
         self._next_look_s = 0.0
+        #: Monotonic time since which fewer than min_batch slots are free (None: enough, or none).
+        self._small_since_s: float | None = None
         listener.subscribe(self)
 
     def held_rows(self) -> list[int]:
-        """The ids of the rows this consumer holds leased (prefetched, waiting or running)."""
+        """The ids of the rows this consumer holds: prefetched, waiting, running, or acked and not yet deleted."""
         with self._lock:
-            return list(self._held)
+            return [*self._held, *self._acked]
 
     @property
     def idle(self) -> bool:
@@ -114,16 +121,41 @@ class PostgresConsumer(Consumer):
             self._wake.clear()
             room = self.prefetch - len(self._held)
             demand = self.demand
-            # Within prefetch, only what the worker process can use (fair dispatch), batched unless so bounded.
+            # Within prefetch, only what the worker process can use (fair dispatch).
             free = room if demand is None else min(room, demand.room())
-            worth_it = free > 0 and (free >= self.min_batch or free == room or demand is not None)
-            if worth_it and self._should_look() and self._fetch(free):
-                continue
+            now_s = time.monotonic()
+            batch_wait_s = self._batch_wait_s(free, now_s)
+            if batch_wait_s > 0:
+                wake_at_s = now_s + batch_wait_s  # the acks made meanwhile go with that batch
+            else:
+                looking = free > 0 and self._should_look()
+                acked = self._take_acked()
+                if looking and self._fetch(free, acked):
+                    continue
+                if acked and not looking:
+                    self._delete_acked(acked)
+                wake_at_s = self._next_look_s if free > 0 else deadline_s
             now_s = time.monotonic()
             if now_s >= deadline_s:
                 return None
-            wake_at_s = min(deadline_s, self._next_look_s) if worth_it else deadline_s
-            self._wake.wait(max(0.0, wake_at_s - now_s))
+            self._wake.wait(max(0.0, min(deadline_s, wake_at_s) - now_s))
+
+    def _batch_wait_s(self, free: int, now_s: float) -> float:
+        """How long to let slots free up before leasing (0: lease now).
+
+        While the consumer still holds rows, so that the threads have work, a lease of fewer than
+        ``min_batch`` rows waits up to ``_BATCH_WAIT_S`` for more acks: one statement then settles
+        and replaces several messages instead of one. Without rows in hand it never waits.
+        """
+        if free <= 0 or free >= self.min_batch or not self._held:
+            self._small_since_s = None
+            return 0.0
+        if self._small_since_s is None:
+            self._small_since_s = now_s
+        wait_s = self._small_since_s + _BATCH_WAIT_S - now_s
+        if wait_s <= 0:
+            self._small_since_s = None
+        return wait_s
 
     def _should_look(self) -> bool:
         """Whether to look at the queue: nudged, or it is time; clears the nudge (before the look)."""
@@ -137,15 +169,43 @@ class PostgresConsumer(Consumer):
             self._poked = True
         self._wake.set()
 
-    def _fetch(self, free: int) -> bool:
-        """Lease up to ``free`` due rows; False when none is (and when to look again is set)."""
-        rows = self.storage.lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH))
+    def _take_acked(self) -> list[int]:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        return acked
+
+    def _delete_acked(self, acked: list[int]) -> None:
+        """Delete the rows of acknowledged messages (no retry: the consumer fails fast, and its close retries)."""
+        try:
+            self.storage.delete_many(acked, retry=False)
+        except BaseException:
+            self._keep_acked(acked)
+            raise
+
+    def _keep_acked(self, acked: list[int]) -> None:
+        """Put back acknowledged rows whose deletion failed, for the next statement (or :meth:`close`)."""
+        with self._lock:
+            self._acked[:0] = acked
+
+    def _fetch(self, free: int, acked: list[int]) -> bool:
+        """Lease up to ``free`` due rows, deleting the ``acked`` ones; False when none is leased."""
+        limit = min(free, _MAX_LEASE_BATCH)
+        try:
+            rows = self.storage.lease(self.queue_name, self.owner, limit, acked)
+        except BaseException:
+            self._keep_acked(acked)
+            raise
         if not rows:
             self._next_look_s = time.monotonic() + self._wait_for_next_s()
             return False
         with self._lock:
             self._held.update(row.id for row in rows)
-        self._next_look_s = 0.0  # more may be due: look again on the next call
+        if len(rows) < limit and not self.queue_name.endswith(".DQ"):
+            # Nothing else was due: new rows will nudge, so asking again at once would find none
+            # (and hold the interpreter while a worker thread starts what was just leased).
+            self._next_look_s = time.monotonic() + self.poll_interval_s
+        else:
+            self._next_look_s = 0.0  # more may be due: look again on the next call
         for index, row in enumerate(rows):
             try:
                 self._admit(row)
@@ -208,10 +268,35 @@ class PostgresConsumer(Consumer):
             raise TypeError(f"{message!r} was not consumed from a Postgres broker")
         return message
 
+    def ack_later(self, row_id: int) -> bool:
+        """Leave a row to be deleted by this consumer's next statement; False once the consumer is closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._acked.append(row_id)
+            self._held.discard(row_id)
+            self._poked = True
+        if not self._wake.is_set():
+            self._wake.set()
+            # Let the consumer thread have the interpreter now: worker threads running short tasks
+            # never block (the ack no longer waits for the server), and the woken consumer thread
+            # would otherwise wait for the switch interval (5 ms) while its work queue runs dry.
+            time.sleep(0)
+        return True
+
     def ack(self, message: MessageProxy) -> None:
+        """Acknowledge a processed message: its row is deleted by the next statement of the consumer that leased it.
+
+        That statement leases the next rows as well, at once since this ack woke it: one round trip
+        serves the acks of many worker threads, and no worker thread waits for it. Until it is
+        deleted the row stays leased and renewed; if the process dies first, the message runs
+        again once the lease lapses (at least once, as ever). Once that consumer is closed, the
+        row is deleted before ``ack`` returns, in a statement shared with concurrent acks.
+        """
         proxy = self._proxy(message)
-        self.acks.delete(proxy.row_id)
-        proxy.leased_by.release(proxy)
+        if not proxy.leased_by.ack_later(proxy.row_id):
+            self.acks.delete(proxy.row_id)
+            proxy.leased_by.release(proxy)
 
     def nack(self, message: MessageProxy) -> None:
         proxy = self._proxy(message)
@@ -233,6 +318,19 @@ class PostgresConsumer(Consumer):
             for proxy in proxies:
                 proxy.leased_by.release(proxy)
 
+    def keep_alive(self, timeout_s: float) -> None:
+        """While the worker is paused: delete the rows of messages acknowledged meanwhile, for ``timeout_s``."""
+        deadline_s = time.monotonic() + timeout_s
+        while True:
+            self._wake.clear()  # a nudge also leaves _poked set, for the next __next__
+            acked = self._take_acked()
+            if acked:
+                self._delete_acked(acked)
+            left_s = deadline_s - time.monotonic()
+            if left_s <= 0:
+                return
+            self._wake.wait(left_s)
+
     def close(self) -> None:
         self.listener.unsubscribe(self)
         buffered = list(self._buffer)
@@ -243,8 +341,14 @@ class PostgresConsumer(Consumer):
         except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
             self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
         with self._lock:
-            self._closed = True
+            self._closed = True  # from now on acks delete their rows themselves
+            acked, self._acked = self._acked, []
             forget = not self._held
+        try:
+            if acked:
+                self.storage.delete_many(acked)
+        except Exception:  # noqa: BLE001 - they are not renewed any more: their messages run again
+            self.logger.warning("Could not delete %d acknowledged rows; their messages will run again.", len(acked))
         # Rows still held are being processed: their leases are renewed until they are acked.
         if forget:
             self.registry.discard(self)

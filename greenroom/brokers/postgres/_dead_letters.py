@@ -30,7 +30,7 @@ DELETE FROM {s}.dead_letters WHERE id IN (
 )
 RETURNING id, payload
 """
-_INSERT = "INSERT INTO {s}.messages (queue_name, payload, message_id) SELECT %s, p, NULL FROM unnest(%s::bytea[]) AS p"
+_INSERT = "INSERT INTO {s}.messages (queue_name, payload, message_id) SELECT %s, p, NULL FROM unnest(%b::bytea[]) AS p"
 _PURGE = "DELETE FROM {s}.dead_letters WHERE queue_name = %s AND dead_at_ms <= {now} - %s"
 
 

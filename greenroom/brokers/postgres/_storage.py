@@ -100,7 +100,8 @@ class PostgresStorage:
         """Store messages in one transaction (all of them or none), a thousand per statement."""
 
         def operation(c: psycopg.Connection[Any]) -> None:
-            with _atomically(c):
+            # In pipeline mode the server inserts one chunk while the next is converted and sent.
+            with c.pipeline(), _atomically(c):
                 for start in range(0, len(rows), _BATCH):
                     chunk = rows[start : start + _BATCH]
                     c.execute(self.sql.insert_many, [list(column) for column in zip(*chunk, strict=True)])
@@ -141,9 +142,13 @@ class PostgresStorage:
 
     # -- consuming --------------------------------------------------------------------------------
 
-    def lease(self, queue_name: str, owner: str, limit: int) -> list[LeasedRow]:
-        """Lease up to ``limit`` due rows of a queue for ``owner``, in due order (no retry: consumers fail fast)."""
+    def lease(self, queue_name: str, owner: str, limit: int, acked: Sequence[int] = ()) -> list[LeasedRow]:
+        """Lease up to ``limit`` due rows of a queue for ``owner``, in due order (no retry: consumers fail fast).
+
+        The rows ``acked`` are deleted in the same statement: their messages were processed.
+        """
         params = {
+            "acked": list(acked),
             "owner": owner,
             "lease_ms": self.settings.lease_ms,
             "started": not queue_name.endswith(".DQ"),
@@ -160,9 +165,9 @@ class PostgresStorage:
         row = self.db.run(lambda c: c.execute(self.sql.next_due, (queue_name,)).fetchone(), retry=False)
         return None if row is None else int(row[0])
 
-    def delete_many(self, row_ids: list[int]) -> None:
+    def delete_many(self, row_ids: Sequence[int], *, retry: bool = True) -> None:
         """Forget rows: their messages were processed."""
-        self.db.run(lambda c: c.execute(self.sql.delete, (row_ids,)))
+        self.db.run(lambda c: c.execute(self.sql.delete, (list(row_ids),)), retry=retry)
 
     def bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> bool:
         """Move a row ``owner`` holds to the dead letters of its canonical queue; whether it still held it."""
