@@ -1,12 +1,13 @@
 """The main process of a tree returns a dead worker process's messages at once (through its replacement).
 
-With the default lease (SQLite, 30 s) and heartbeat timeout (Redis, 60 s), the 20 messages a
+With the default lease (SQLite and PostgreSQL, 30 s) and heartbeat timeout (Redis, 60 s), the 20 messages a
 worker process held when it was killed with SIGKILL are all done within 2 seconds (the replacement
 of a first death starts at once and returns them while it boots).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from greenroom.testing import wait_for
+from tests._postgres import URL as POSTGRES_URL
+from tests._postgres import private_schema
 from tests.cli._trees import Tree, app_env
 from tests.conftest import redis_client_for
 
@@ -32,6 +35,9 @@ import greenroom
 if os.environ["GR_KIND"] == "sqlite":
     from greenroom.brokers.sqlite import SQLiteBroker
     broker = SQLiteBroker(os.environ["GR_TEST_DB"])
+elif os.environ["GR_KIND"] == "postgres":
+    from greenroom.brokers.postgres import PostgresBroker
+    broker = PostgresBroker(url=os.environ["GR_PG_URL"], schema=os.environ["GR_PG_SCHEMA"])
 else:
     from greenroom.brokers.redis import RedisBroker
     broker = RedisBroker(url="redis://127.0.0.1:6379/0", namespace=os.environ["GR_NS"])
@@ -49,7 +55,7 @@ def hold(n):
 """
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgres"])
 def test_messages_of_a_killed_worker_process_are_done_within_seconds(tmp_path: Path, kind: str) -> None:
     namespace = f"gr-child-{uuid.uuid4().hex[:10]}"
     env = {
@@ -64,6 +70,10 @@ def test_messages_of_a_killed_worker_process_are_done_within_seconds(tmp_path: P
     (tmp_path / "app.py").write_text(APP)
     ledger = tmp_path / "results.txt"
     cleanup = redis_client_for(namespace)[1] if kind == "redis" else None
+    schema = contextlib.ExitStack()
+    if kind == "postgres":
+        env["GR_PG_URL"] = POSTGRES_URL
+        env["GR_PG_SCHEMA"] = schema.enter_context(private_schema())
     tree = Tree(tmp_path, ["-p", "1", "-t", "1"], env=env)
     try:
         tree.wait_ready()
@@ -96,3 +106,4 @@ def test_messages_of_a_killed_worker_process_are_done_within_seconds(tmp_path: P
         tree.cleanup()
         if cleanup is not None:
             cleanup()
+        schema.close()

@@ -44,14 +44,13 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from ..._operations import check_age, check_limit, wanted_ids
 from ..._postgres import DEFAULT_SCHEMA, Database, migrate
 from ..._process_local import ProcessLocal
-from ...broker import Broker, Consumer, DeadLetter, QueueCounts
-from ...common import q_name
+from ...broker import Consumer, DeadLetter, QueueCounts
 from ...errors import QueueNotFound
 from ...message import Message
 from ...middleware.middleware import Middleware
+from .._table_broker import TableBroker
 from .._unique import UNIQUE_OPTIONS, unique_key_of, with_unique_key
 from ._acks import AckBatcher
 from ._consumer import PostgresConsumer
@@ -73,7 +72,7 @@ class _ProcessState(NamedTuple):
     acks: AckBatcher
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(TableBroker):
     """A broker that keeps its queues in tables of a PostgreSQL database (see the module docstring).
 
     The constructor opens nothing: connections, and the schema's tables, are made on first use.
@@ -84,6 +83,9 @@ class PostgresBroker(Broker):
       schema: The schema of the tables; applications may keep several side by side.
       settings: Leases, retention, retries, pools; :class:`PostgresSettings` defaults if omitted.
     """
+
+    _storage: PostgresStorage
+    _dead_letters: DeadLetterTable
 
     def __init__(
         self,
@@ -195,74 +197,9 @@ class PostgresBroker(Broker):
         state.keeper.add(consumer)
         return consumer
 
-    def flush(self, queue_name: str) -> None:
-        """Drop every message of a queue, of its delay queue, and its dead letters."""
-        self._storage.flush(queue_name)
-
-    def flush_all(self) -> None:
-        """Drop every message and dead letter of every declared queue."""
-        for queue_name in self.get_declared_queues():
-            self.flush(queue_name)
-
-    def queue_is_empty(self, queue_name: str) -> bool:
-        """Whether a queue and its delay queue hold no message: none ready, delayed or in progress."""
-        return not self._storage.has_messages(queue_name)
-
-    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
-        """Wait until a queue and its delay queue hold no message (one indexed read every 10 ms).
-
-        Raises:
-          QueueNotFound: When the queue was never declared.
-          QueueJoinTimeout: When ``timeout`` ms pass first.
-        """
-        if q_name(queue_name) not in self.queues:
-            raise QueueNotFound(queue_name)
-        self._join(queue_name, timeout_ms=timeout, interval_s=0.01)
-
     # -- operations (see greenroom._operations.QueueOperations) -------------------------------------
     # A queue is known when it is declared here or has rows in the schema: the check costs a query
     # only when an operation found nothing.
-
-    def get_queue_counts(self, queue_name: str) -> QueueCounts:
-        """How many messages of a queue are ready, delayed, in progress and dead (see :class:`QueueCounts`).
-
-        In progress: leased by a worker (prefetched or running), including due delayed messages
-        being moved to their queue. Raises ``QueueNotFound`` for an unknown queue.
-        """
-        counts = self._storage.counts(queue_name)
-        if not any(counts):
-            self._require_known(queue_name)
-        return counts
-
-    def get_dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of a queue, with the reason each was dead-lettered.
-
-        Raises ``QueueNotFound`` for an unknown queue."""
-        letters = self._storage.dead_letters(queue_name, check_limit(limit))
-        if not letters:
-            self._require_known(queue_name)
-        return letters
-
-    def requeue_dead_letters(self, queue_name: str, message_ids: Iterable[str] | None = None) -> int:
-        """Move dead letters back to their queue (all of them for ``None``); returns how many.
-
-        Each chunk of messages is written and its dead letters deleted in one transaction, so none
-        is lost or doubled. See :meth:`greenroom.broker.Broker.requeue_dead_letters`."""
-        moved = self._dead_letters.requeue(queue_name, wanted_ids(message_ids))
-        if not moved:
-            self._require_known(queue_name)
-        return moved
-
-    def purge_dead_letters(self, queue_name: str, *, older_than_ms: int | None = None) -> int:
-        """Delete the dead letters of a queue (those dead at least ``older_than_ms`` ms if given); how many."""
-        deleted = self._dead_letters.purge(queue_name, check_age(older_than_ms))
-        if not deleted:
-            self._require_known(queue_name)
-        return deleted
-
-    def _require_known(self, queue_name: str) -> None:
-        if q_name(queue_name) not in self.queues and not self._dead_letters.knows(queue_name):
-            raise QueueNotFound(queue_name)
 
     def wait_until_listening(self, timeout_s: float = 10.0) -> bool:
         """Whether this process's listener is (or becomes, within ``timeout_s``) subscribed to notifications."""

@@ -76,6 +76,19 @@ WITH released AS (
 )
 SELECT pg_notify(%s, queue_name) FROM (SELECT DISTINCT queue_name FROM released) AS queues
 """
+# The rows of a dead worker process (owners "<host>:<pid>:<consumer>"): released, their queues woken.
+# No index serves it (leases stay HOT updates): it reads the table, which holds the work in flight,
+# once per death.
+_RELEASE_PROCESS = """
+WITH released AS (
+    UPDATE {s}.messages SET lease_owner = NULL, lease_until_ms = 0
+    WHERE lease_owner IS NOT NULL AND starts_with(lease_owner, %s)
+    RETURNING queue_name
+), woken AS (
+    SELECT pg_notify(%s, queue_name) FROM (SELECT DISTINCT queue_name FROM released) AS queues
+)
+SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
+"""
 _RENEW = "UPDATE {s}.messages SET lease_until_ms = {now} + %s WHERE id = ANY(%b::bigint[]) AND lease_owner = ANY(%s)"
 _PURGE = "DELETE FROM {s}.dead_letters WHERE dead_at_ms < {now} - %s"
 # Vacuums of the messages table, one process at a time: a session lock of its own ("gv"), tried.
@@ -113,6 +126,7 @@ class Statements:
         self.delete = sql(_DELETE)
         self.bury = sql(_BURY)
         self.unlease = sql(_UNLEASE)
+        self.release_process = sql(_RELEASE_PROCESS)
         self.renew = sql(_RENEW)
         self.purge = sql(_PURGE)
         self.try_vacuum_lock = sql(_TRY_VACUUM_LOCK)

@@ -180,6 +180,17 @@ class PostgresStorage:
         if row_ids:
             self.db.run(lambda c: c.execute(self.sql.unlease, (row_ids, owner, self.channel)))
 
+    def unlease_process(self, process: str) -> int:
+        """Make every row leased by a consumer of ``process`` (``host:pid``) visible again; how many."""
+        params = (f"{process}:", self.channel)
+
+        def operation(c: psycopg.Connection[Any]) -> int:
+            row = c.execute(self.sql.release_process, params).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        released: int = self.db.run(operation)
+        return released
+
     def renew(self, row_ids: list[int], owners: list[str]) -> None:
         """Extend by a lease the leases of the rows listed that the ``owners`` still hold."""
         if row_ids:

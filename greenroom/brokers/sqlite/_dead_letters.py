@@ -92,12 +92,13 @@ class DeadLetterTable:
         moved: int = self.db.write(operation, durable=True)
         return moved
 
-    def purge(self, queue_name: str, dead_by_ms: int) -> int:
-        """Delete the dead letters of a queue that died at or before ``dead_by_ms``; returns how many.
+    def purge(self, queue_name: str, older_than_ms: int) -> int:
+        """Delete the dead letters of a queue dead at least ``older_than_ms`` ago; returns how many.
 
         Only those there when the call starts: the rounds end, whatever keeps dying meanwhile.
         """
         name = q_name(queue_name)
+        dead_by_ms = current_millis() - older_than_ms
         last_id: int = self.db.read(lambda conn: conn.execute(_LAST_ID, (name,)).fetchone()[0])
         params = (name, last_id, dead_by_ms, _CHUNK)
         deleted = 0
