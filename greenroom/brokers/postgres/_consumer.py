@@ -1,4 +1,4 @@
-"""The Postgres broker's consumer and the proxies of the rows it leased.
+"""The Postgres broker's consumer (see :mod:`greenroom.brokers._leasing_consumer` for what it shares).
 
 The consumer talks to the database through :class:`PostgresStorage`, is woken by the process's
 :class:`Listener` (LISTEN/NOTIFY), and is known to the process's :class:`LeaseKeeper` while it
@@ -7,24 +7,17 @@ holds rows.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import cast
 
-from ...broker import Consumer, MessageProxy, decode_message
-from ...common import dead_letter_reason
-from ...errors import DecodeError
-from ...message import Message
+from ...broker import MessageProxy
+from .._leasing_consumer import ConsumerRegistry, LeasedMessage, LeasingConsumer
 from ._acks import AckBatcher
 from ._listen import Listener
-from ._storage import LeasedRow, PostgresStorage
+from ._storage import PostgresStorage
 
-__all__ = ["ConsumerRegistry", "PostgresConsumer"]
+__all__ = ["PostgresConsumer"]
 
 #: Rows leased per statement at most.
 _MAX_LEASE_BATCH = 500
@@ -32,31 +25,15 @@ _MAX_LEASE_BATCH = 500
 _BATCH_WAIT_S = 0.002
 
 
-class ConsumerRegistry(Protocol):
-    """Where a consumer is known while it holds rows: the process's lease keeper."""
-
-    def discard(self, consumer: PostgresConsumer) -> None:
-        """Forget a closed consumer that holds no row any more."""
-
-
-class _PostgresMessageProxy(MessageProxy):
-    """A consumed message and the row it was leased from."""
-
-    def __init__(self, message: Message[Any], row_id: int, consumer: PostgresConsumer) -> None:
-        super().__init__(message)
-        self.row_id = row_id
-        #: The consumer that leased the row: it is the one to tell when the row is released,
-        #: whichever consumer the worker acks through.
-        self.leased_by = consumer
-
-
-class PostgresConsumer(Consumer):
+class PostgresConsumer(LeasingConsumer):
     """Leases the rows of one queue, at most ``prefetch`` at a time.
 
     It looks at its queue when it has room and was nudged (a notification, a row it held was
     released) or when ``poll_interval_ms`` passed without a nudge; a delay queue's consumer also
     when its next row is due.
     """
+
+    broker_name = "a Postgres broker"
 
     def __init__(
         self,
@@ -68,30 +45,20 @@ class PostgresConsumer(Consumer):
         prefetch: int,
         timeout_ms: int,
     ) -> None:
-        self.storage = storage
+        super().__init__(storage, registry, queue_name, prefetch, timeout_ms)
+        self.storage: PostgresStorage = storage
         self.listener = listener
         self.acks = acks
-        self.registry = registry
-        self.logger = storage.logger
-        self.queue_name = queue_name
-        self.prefetch = max(1, prefetch)
         #: While it holds rows, the consumer leases again once this many slots are free (or after
         #: _BATCH_WAIT_S): one statement for several rows, rather than one for each row acknowledged.
         self.min_batch = max(1, self.prefetch // 4)
-        self.timeout_s = timeout_ms / 1000
         self.poll_interval_s = storage.settings.poll_interval_ms / 1000
-        #: Names this consumer's leases in the database; host and pid tell an operator who holds a row.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        #: Leased messages not handed out yet; only the consumer thread touches it.
-        self._buffer: deque[_PostgresMessageProxy] = deque()
         #: Ids of the rows leased and not yet acked, nacked or handed back (buffered ones included).
         #: The consumer thread adds, worker threads remove, the lease keeper reads: guarded by _lock.
-        self._lock = threading.Lock()
         self._held: set[int] = set()
         #: Ids of rows whose messages were acknowledged and that are not deleted yet: worker threads
         #: add, the consumer thread deletes them with its next statement (see :meth:`ack`). Under _lock.
         self._acked: list[int] = []
-        self._closed = False
         #: Set by a nudge and by a released row (then _poked is set too, under _lock).
         self._wake = threading.Event()
         self._poked = True
@@ -208,7 +175,7 @@ class PostgresConsumer(Consumer):
             self._next_look_s = 0.0  # more may be due: look again on the next call
         for index, row in enumerate(rows):
             try:
-                self._admit(row)
+                self._admit(row.id, row.payload)
             except BaseException:
                 self._give_back([later.id for later in rows[index:]])
                 raise
@@ -223,27 +190,9 @@ class PostgresConsumer(Consumer):
             return self.poll_interval_s
         return max(0.0, min(self.poll_interval_s, due_in_ms / 1000))
 
-    def _give_back(self, row_ids: list[int]) -> None:
-        """Release rows leased but not admitted (an error in the middle of a batch)."""
-        with self._lock:
-            self._held.difference_update(row_ids)
-        try:
-            self.storage.unlease(self.owner, row_ids)
-        except Exception:  # noqa: BLE001 - they are no longer renewed: their leases lapse instead
-            self.logger.warning("Could not release %d leased rows; their leases will lapse.", len(row_ids))
-
-    def _admit(self, row: LeasedRow) -> None:
-        try:
-            max_bytes = self.storage.settings.max_payload_bytes
-            message = decode_message(row.payload, max_bytes=max_bytes, arrived_on=self.queue_name)
-        except DecodeError as exc:
-            self.logger.error("Dead-lettering row %d of queue %r: %s", row.id, self.queue_name, exc)
-            try:
-                self.storage.bury(row.id, self.owner, self.queue_name, None, str(exc))
-            finally:
-                self._forget(row.id)
-            return
-        self._buffer.append(_PostgresMessageProxy(message, row.id, self))
+    def _unhold(self, row_ids: list[int]) -> None:
+        for row_id in row_ids:
+            self._forget(row_id)
 
     def _forget(self, row_id: int) -> bool:
         """A row this consumer leased was settled or handed back; whether it still held it."""
@@ -258,15 +207,9 @@ class PostgresConsumer(Consumer):
             self.registry.discard(self)
         return True
 
-    def release(self, proxy: _PostgresMessageProxy) -> None:
+    def release(self, proxy: LeasedMessage) -> None:
         """The row of ``proxy`` was acked, dead-lettered or handed back: a slot is free."""
         self._forget(proxy.row_id)
-
-    @staticmethod
-    def _proxy(message: MessageProxy) -> _PostgresMessageProxy:
-        if not isinstance(message, _PostgresMessageProxy):
-            raise TypeError(f"{message!r} was not consumed from a Postgres broker")
-        return message
 
     def ack_later(self, row_id: int) -> bool:
         """Leave a row to be deleted by this consumer's next statement; False once the consumer is closed."""
@@ -294,29 +237,10 @@ class PostgresConsumer(Consumer):
         row is deleted before ``ack`` returns, in a statement shared with concurrent acks.
         """
         proxy = self._proxy(message)
-        if not proxy.leased_by.ack_later(proxy.row_id):
+        leased_by = cast(PostgresConsumer, proxy.leased_by)  # a consumer of this type: _proxy checked
+        if not leased_by.ack_later(proxy.row_id):
             self.acks.delete(proxy.row_id)
-            proxy.leased_by.release(proxy)
-
-    def nack(self, message: MessageProxy) -> None:
-        proxy = self._proxy(message)
-        exception = proxy.exception
-        reason = dead_letter_reason(exception) if exception is not None else "the message failed"
-        owner = proxy.leased_by.owner
-        if not self.storage.bury(proxy.row_id, owner, proxy.queue_name, proxy.message_id, reason):
-            self.logger.warning("Row %d was no longer leased by this worker; not dead-lettered here.", proxy.row_id)
-        proxy.leased_by.release(proxy)
-
-    def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        proxies = [self._proxy(message) for message in messages]
-        try:
-            for owner in {proxy.leased_by.owner for proxy in proxies}:
-                self.storage.unlease(owner, [proxy.row_id for proxy in proxies if proxy.leased_by.owner == owner])
-        finally:
-            # Released even when the database refused: no longer renewed, their leases lapse
-            # and the rows come back (renewing them forever would strand them).
-            for proxy in proxies:
-                proxy.leased_by.release(proxy)
+            leased_by.release(proxy)
 
     def keep_alive(self, timeout_s: float) -> None:
         """While the worker is paused: delete the rows of messages acknowledged meanwhile, for ``timeout_s``."""

@@ -1,4 +1,4 @@
-"""The SQLite broker's consumer and the proxies of the rows it leased.
+"""The SQLite broker's consumer (see :mod:`greenroom.brokers._leasing_consumer` for what it shares).
 
 The consumer talks to the database through :class:`SQLiteStorage`, is woken by the process's
 :class:`ChangeWatcher`, and is known to the process's :class:`LeaseKeeper` while it holds rows.
@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Iterable
-from typing import Any, Protocol
 
-from ...broker import Consumer, MessageProxy, decode_message
-from ...common import current_millis, dead_letter_reason, process_tag
-from ...errors import DecodeError
-from ...message import Message
+from ...broker import MessageProxy
+from ...common import current_millis
+from .._leasing_consumer import ConsumerRegistry, LeasedMessage, LeasingConsumer
 from ._storage import SQLiteStorage
 from ._watch import ChangeWatcher
 
-__all__ = ["ConsumerRegistry", "SQLiteConsumer"]
+__all__ = ["SQLiteConsumer"]
 
 #: Even without a nudge, an idle consumer looks at its queue this often (s). Nothing should need it:
 #: it knows when its next delayed row is due, and the broker's ChangeWatcher nudges it for new rows,
@@ -30,28 +25,10 @@ _RECHECK_S = 10.0
 _MAX_LEASE_BATCH = 500
 
 
-class ConsumerRegistry(Protocol):
-    """Where a consumer is known while it holds rows: the process's lease keeper."""
-
-    def discard(self, consumer: SQLiteConsumer) -> None:
-        """Forget a closed consumer that holds no row any more."""
-
-
-class _SQLiteMessageProxy(MessageProxy):
-    """A consumed message and the row it was leased from."""
-
-    def __init__(self, message: Message[Any], row_id: int, consumer: SQLiteConsumer) -> None:
-        super().__init__(message)
-        self.row_id = row_id
-        #: The consumer that leased the row: it is the one to tell when the row is released,
-        #: whichever consumer the worker acks through.
-        self.leased_by = consumer
-        #: Acked, dead-lettered or handed back (under the leasing consumer's lock).
-        self.released = False
-
-
-class SQLiteConsumer(Consumer):
+class SQLiteConsumer(LeasingConsumer):
     """Leases the rows of one queue, at most ``prefetch`` at a time."""
+
+    broker_name = "an SQLite broker"
 
     def __init__(
         self,
@@ -62,22 +39,12 @@ class SQLiteConsumer(Consumer):
         prefetch: int,
         timeout_ms: int,
     ) -> None:
-        self.storage = storage
+        super().__init__(storage, registry, queue_name, prefetch, timeout_ms)
+        self.storage: SQLiteStorage = storage
         self.watcher = watcher
-        self.registry = registry
-        self.logger = storage.logger
-        self.queue_name = queue_name
-        self.prefetch = max(1, prefetch)
-        self.timeout_s = timeout_ms / 1000
-        #: Names this consumer's leases in the database; host and pid tell an operator who holds a row.
-        self.owner = f"{process_tag()}:{uuid.uuid4().hex[:12]}"
-        #: Leased messages not handed out yet; only the consumer thread touches it.
-        self._buffer: deque[_SQLiteMessageProxy] = deque()
         #: Rows leased and not yet acked, nacked or requeued (buffered ones included). The
         #: consumer thread adds, worker threads release: guarded by _lock.
-        self._lock = threading.Lock()
         self._held = 0
-        self._closed = False
         #: Set when a row is released and when the broker's ChangeWatcher nudges this consumer;
         #: which of the two happened is told by _slot_freed and _nudged (under _lock).
         self._wake = threading.Event()
@@ -155,34 +122,17 @@ class SQLiteConsumer(Consumer):
         self._next_check_s = 0.0  # more may be due: peek again on the next call
         for index, (row_id, _, payload, _) in enumerate(rows):
             try:
-                self._admit(row_id, payload)
+                self._admit(row_id, payload or b"")
             except BaseException:
                 self._give_back([row[0] for row in rows[index:]])
                 raise
         return bool(rows)
 
-    def _give_back(self, row_ids: list[int]) -> None:
-        """Release rows leased but not admitted (an error in the middle of a batch)."""
+    def _unhold(self, row_ids: list[int]) -> None:
         with self._lock:
             self._held -= len(row_ids)
-        try:
-            self.storage.unlease(self.owner, row_ids)
-        except Exception:  # noqa: BLE001 - they are no longer renewed: their leases lapse instead
-            self.logger.warning("Could not release %d leased rows; their leases will lapse.", len(row_ids))
 
-    def _admit(self, row_id: int, payload: bytes | None) -> None:
-        try:
-            max_bytes = self.storage.settings.max_payload_bytes
-            message = decode_message(payload or b"", max_bytes=max_bytes, arrived_on=self.queue_name)
-        except DecodeError as exc:
-            self.logger.error("Dead-lettering row %d of queue %r: %s", row_id, self.queue_name, exc)
-            self.storage.bury(row_id, self.owner, self.queue_name, None, str(exc))
-            with self._lock:
-                self._held -= 1
-            return
-        self._buffer.append(_SQLiteMessageProxy(message, row_id, self))
-
-    def release(self, proxy: _SQLiteMessageProxy) -> None:
+    def release(self, proxy: LeasedMessage) -> None:
         """A row this consumer leased was acked, dead-lettered or handed back: a slot is free."""
         with self._lock:
             if proxy.released:
@@ -195,35 +145,10 @@ class SQLiteConsumer(Consumer):
         if forget:
             self.registry.discard(self)
 
-    @staticmethod
-    def _proxy(message: MessageProxy) -> _SQLiteMessageProxy:
-        if not isinstance(message, _SQLiteMessageProxy):
-            raise TypeError(f"{message!r} was not consumed from an SQLite broker")
-        return message
-
     def ack(self, message: MessageProxy) -> None:
         proxy = self._proxy(message)
         self.storage.delete(proxy.row_id)
         proxy.leased_by.release(proxy)
-
-    def nack(self, message: MessageProxy) -> None:
-        proxy = self._proxy(message)
-        exception = proxy.exception
-        reason = dead_letter_reason(exception) if exception is not None else "the message failed"
-        self.storage.bury(proxy.row_id, proxy.leased_by.owner, proxy.queue_name, proxy.message_id, reason)
-        proxy.leased_by.release(proxy)
-
-    def requeue(self, messages: Iterable[MessageProxy]) -> None:
-        proxies = [self._proxy(message) for message in messages]
-        try:
-            for owner in {proxy.leased_by.owner for proxy in proxies}:
-                rows = [proxy.row_id for proxy in proxies if proxy.leased_by.owner == owner]
-                self.storage.unlease(owner, rows)
-        finally:
-            # Released even when the database refused: no longer renewed, their leases lapse
-            # and the rows come back (renewing them forever would strand them).
-            for proxy in proxies:
-                proxy.leased_by.release(proxy)
 
     def close(self) -> None:
         self.watcher.unsubscribe(self)
@@ -233,9 +158,8 @@ class SQLiteConsumer(Consumer):
             if buffered:
                 self.requeue(buffered)
         except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
+            # (requeue released them all the same: they are no longer counted)
             self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
-            with self._lock:
-                self._held -= len(buffered)
         with self._lock:
             self._closed = True
             forget = self._held == 0

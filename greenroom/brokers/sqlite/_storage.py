@@ -171,8 +171,9 @@ class SQLiteStorage:
         """Forget a row: its message was processed."""
         self.db.write_statement(_DELETE, (row_id,))
 
-    def bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> None:
-        """Move a row ``owner`` holds to the dead letters of its canonical queue, with the reason."""
+    def bury(self, row_id: int, owner: str, queue_name: str, message_id: str | None, reason: str) -> bool:
+        """Move a row ``owner`` holds to the dead letters of its canonical queue, with the reason;
+        False when ``owner`` no longer held it (its lease lapsed and passed to another consumer)."""
         params = (q_name(queue_name), message_id, reason, current_millis(), row_id, owner)
 
         def operation(conn: sqlite3.Connection) -> bool:
@@ -181,8 +182,8 @@ class SQLiteStorage:
                 return True
             return False
 
-        if not self.db.write(operation):
-            self.logger.warning("Row %d was no longer leased by this worker; it was not dead-lettered here.", row_id)
+        buried: bool = self.db.write(operation)
+        return buried
 
     def unlease(self, owner: str, row_ids: list[int]) -> None:
         """Make rows ``owner`` still holds visible again at once."""
