@@ -121,6 +121,17 @@ class LeasingConsumer(Consumer):
             return
         self._buffer.append(LeasedMessage(message, row_id, self))
 
+    def _hand_back_buffered(self) -> None:
+        """On close: make the rows leased but never handed out visible again at once."""
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        try:
+            if buffered:
+                self.requeue(buffered)
+        except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
+            # (requeue released them all the same: they are no longer counted)
+            self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
+
     def _proxy(self, message: MessageProxy) -> LeasedMessage:
         if not isinstance(message, LeasedMessage) or not isinstance(message.leased_by, type(self)):
             raise TypeError(f"{message!r} was not consumed from {self.broker_name}")

@@ -257,13 +257,7 @@ class PostgresConsumer(LeasingConsumer):
 
     def close(self) -> None:
         self.listener.unsubscribe(self)
-        buffered = list(self._buffer)
-        self._buffer.clear()
-        try:
-            if buffered:
-                self.requeue(buffered)
-        except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
-            self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
+        self._hand_back_buffered()
         with self._lock:
             self._closed = True  # from now on acks delete their rows themselves
             acked, self._acked = self._acked, []

@@ -152,14 +152,7 @@ class SQLiteConsumer(LeasingConsumer):
 
     def close(self) -> None:
         self.watcher.unsubscribe(self)
-        buffered = list(self._buffer)
-        self._buffer.clear()
-        try:
-            if buffered:
-                self.requeue(buffered)
-        except Exception:  # noqa: BLE001 - not renewed any more, so their leases lapse and they come back
-            # (requeue released them all the same: they are no longer counted)
-            self.logger.warning("Could not hand back %d messages; their leases will lapse.", len(buffered))
+        self._hand_back_buffered()
         with self._lock:
             self._closed = True
             forget = self._held == 0
