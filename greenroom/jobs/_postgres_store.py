@@ -45,7 +45,12 @@ class PostgresJobStore(JobStore):
             f"SELECT key FROM {name} WHERE key = ANY(%s) AND expires_at_ms > {NOW_MS}"
             " AND (value ->> 'cancel_requested')::boolean"
         )
-        self._workers = f"SELECT value FROM {name} WHERE key LIKE 'worker:%%' AND expires_at_ms > {NOW_MS} ORDER BY key"
+        # The range lets the primary key find the worker records under any collation (LIKE alone
+        # reads every job's row unless the collation is "C"); LIKE keeps exactly the prefix.
+        self._workers = (
+            f"SELECT value FROM {name} WHERE key >= 'worker' AND key < 'workes' AND key LIKE 'worker:%%'"
+            f" AND expires_at_ms > {NOW_MS} ORDER BY key"
+        )
 
     @property
     def table_name(self) -> str:

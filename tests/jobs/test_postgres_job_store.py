@@ -37,6 +37,20 @@ def test_worker_heartbeats_expire(store: PostgresJobStore) -> None:
     assert all(info["pid"] != 1 for info in store.workers())
 
 
+def test_workers_are_read_through_the_primary_key_and_only_workers(store: PostgresJobStore) -> None:
+    """Listing workers must not read every job's row: the dashboard asks every few seconds."""
+    import psycopg
+
+    for n in range(3):
+        store.update(f"worker-like-{n}", {"state": "enqueued"}, 60_000)  # job keys "job:worker-like-…"
+    store.beat("w1", {"pid": 1}, 60_000)
+    assert [info["pid"] for info in store.workers()] == [1]
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # as the planner would choose on a large table
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {store._workers}"))
+    assert "Index Cond: ((key >= " in plan, plan  # a range of the key, not a walk over an index
+
+
 def test_minute_counts_add_up(store: PostgresJobStore) -> None:
     counts = minute_counts_for(store)
     assert counts is not None
