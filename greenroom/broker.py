@@ -274,6 +274,25 @@ class Broker(QueueOperations, MiddlewareHost, abc.ABC):
         """Send many messages; returns the copies sent. Brokers that batch round trips override this."""
         return [self.enqueue(message, delay=delay) for message in messages]
 
+    def _finish_batch(self, sent: list[Message[Any]], unique: list[int], delay: int | None) -> list[Message[Any]]:
+        """The end of a batching ``enqueue_many``, once the batch's other messages are stored.
+
+        Sends the messages with a unique key (at the positions ``unique`` of ``sent``, addressed and
+        through their ``before_enqueue`` hooks) one by one through :meth:`_publish`, then runs the
+        ``after_enqueue`` hooks of every message stored; returns what each send returns (for a
+        unique message, possibly the message already holding its key).
+        """
+        stored = [True] * len(sent)
+        for position in unique:
+            holder = self._publish(sent[position], sent[position].encode())
+            if holder is not None:
+                sent[position] = holder
+                stored[position] = False
+        for message, was_stored in zip(sent, stored, strict=True):
+            if was_stored:
+                self.emit_after("enqueue", message, delay)
+        return sent
+
     @abc.abstractmethod
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
         """A consumer for a queue, holding at most ``prefetch`` unacknowledged messages."""

@@ -162,27 +162,18 @@ class PostgresBroker(TableBroker):
         conn = bound_connection(self)
         sent: list[Message[Any]] = []
         rows: list[NewRow] = []
-        unique: list[tuple[int, Message[Any]]] = []
+        unique: list[int] = []  # positions in sent of messages with a unique key, sent on their own
         for message in messages:
             message = self._address(message, delay)
             self.emit_before("enqueue", message, delay)
             if unique_key_of(message.options) is not None:
-                unique.append((len(sent), message))
+                unique.append(len(sent))
             else:
                 due = due_ms(message.queue_name, message.options)
                 rows.append(NewRow(message.queue_name, message.encode(), due, message.message_id))
             sent.append(message)
         self._storage.insert_many(rows, conn)
-        stored = [True] * len(sent)
-        for position, message in unique:
-            holder = self._publish(message, message.encode())
-            if holder is not None:
-                sent[position] = holder
-                stored[position] = False
-        for message, was_stored in zip(sent, stored, strict=True):
-            if was_stored:
-                self.emit_after("enqueue", message, delay)
-        return sent
+        return self._finish_batch(sent, unique, delay)
 
     # -- consuming --------------------------------------------------------------------------------
 

@@ -234,20 +234,6 @@ class RedisBroker(DramatiqCommands, Broker):
                 storage.round_trip(commands, script="enqueue", sent=streaming)
         return self._finish_batch(sent, unique, delay)
 
-    def _finish_batch(self, sent: list[Message[Any]], unique: list[int], delay: int | None) -> list[Message[Any]]:
-        """Send a batch's messages with a unique key (at ``unique`` in ``sent``) one by one, then run the
-        ``after_enqueue`` hooks of the messages stored; returns what each send returns."""
-        stored = [True] * len(sent)
-        for position in unique:
-            holder = self._publish_unique(sent[position], sent[position].encode())
-            if holder is not None:
-                sent[position] = holder
-                stored[position] = False
-        for message, was_stored in zip(sent, stored, strict=True):
-            if was_stored:
-                self.emit_after("enqueue", message, delay)
-        return sent
-
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         """A consumer of ``queue_name`` holding at most ``prefetch`` unsettled messages."""
         state = self._process.get()
