@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._sqlite import Database
+from .common import Every
 from .logging import get_logger
 
 __all__ = ["ExpiringTable"]
@@ -65,9 +64,8 @@ class ExpiringTable:
         self._select = f"SELECT value FROM {name} WHERE key = ? AND expires_at > ?"
         self._insert = f"INSERT OR REPLACE INTO {name} (key, value, expires_at) VALUES (?, ?, ?)"
         self._purge = f"DELETE FROM {name} WHERE expires_at <= ?"
-        #: Monotonic time of the last purge; guarded by _purge_lock.
-        self._last_purge_s = 0.0
-        self._purge_lock = threading.Lock()
+        #: When expired rows are purged: by the first write once the interval has passed.
+        self.purges = Every(_PURGE_INTERVAL_S)
 
     def get(self, key: str, now_ms: int, conn: sqlite3.Connection | None = None) -> Any:
         """The value of an unexpired row, or None; read on ``conn`` (inside its transaction) if given."""
@@ -84,16 +82,8 @@ class ExpiringTable:
     def put(self, conn: sqlite3.Connection, key: str, value: Any, now_ms: int, ttl_ms: int) -> None:
         """Write a row inside a :meth:`write` transaction, purging expired rows when a purge is due."""
         conn.execute(self._insert, (key, value, now_ms + int(ttl_ms)))
-        if self._purge_due():
+        if self.purges.due():
             conn.execute(self._purge, (now_ms,))
-
-    def _purge_due(self) -> bool:
-        now_s = time.monotonic()
-        with self._purge_lock:
-            if now_s - self._last_purge_s < _PURGE_INTERVAL_S:
-                return False
-            self._last_purge_s = now_s
-            return True
 
     def close(self) -> None:
         """Close the table's connections (they reopen on next use)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from queue import Empty, Queue
@@ -19,6 +20,7 @@ from .errors import QueueJoinTimeout
 
 __all__ = [
     "Deadline",
+    "Every",
     "process_tag",
     "compute_backoff",
     "current_millis",
@@ -61,6 +63,31 @@ def compute_backoff(
     else:
         backoff = int(min(base, max_backoff))
     return attempts + 1, backoff
+
+
+class Every:
+    """Says yes at most once per ``interval_s``, whichever thread asks: for work such as purging
+    expired rows, done on the way by whichever write comes first once it is due."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        #: Monotonic time of the last yes (0: the first call is due); guarded by _lock.
+        self._last_s = 0.0
+
+    def due(self) -> bool:
+        """Whether the work is due now; a yes counts as doing it."""
+        now_s = time.monotonic()
+        with self._lock:
+            if self._last_s and now_s - self._last_s < self.interval_s:
+                return False
+            self._last_s = now_s
+            return True
+
+    def reset(self) -> None:
+        """Make the next call due at once."""
+        with self._lock:
+            self._last_s = 0.0
 
 
 class Deadline:

@@ -6,13 +6,12 @@ overwritten by the next write of its key; writes delete expired rows now and the
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
 
+from ..common import Every
 from ..logging import get_logger
 from ._database import Database
 from ._schema import check_schema_name
@@ -55,9 +54,8 @@ class ExpiringTable:
         )
         self._add = f"{self._upsert} WHERE {name}.expires_at_ms <= {NOW_MS} RETURNING 1"
         self._purge = f"DELETE FROM {name} WHERE expires_at_ms <= {NOW_MS}"
-        #: Monotonic time of the last purge; guarded by _purge_lock.
-        self._last_purge_s = 0.0
-        self._purge_lock = threading.Lock()
+        #: When expired rows are purged: by the first write once the interval has passed.
+        self.purges = Every(_PURGE_INTERVAL_S)
 
     def run(self, operation: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``operation`` on a connection in autocommit mode (retried while the server is away)."""
@@ -71,21 +69,13 @@ class ExpiringTable:
     def put(self, conn: psycopg.Connection[Any], key: str, value: Any, ttl_ms: int) -> None:
         """Write a row on ``conn`` (inside its transaction, if any), purging expired rows when due."""
         conn.execute(self._upsert, (key, value, int(ttl_ms)))
-        if self._purge_due():
+        if self.purges.due():
             conn.execute(self._purge)
 
     def add(self, key: str, value: Any, ttl_ms: int) -> bool:
         """Write a row unless an unexpired one has the key; whether it wrote."""
         row = self.db.run(lambda conn: conn.execute(self._add, (key, value, int(ttl_ms))).fetchone())
         return row is not None
-
-    def _purge_due(self) -> bool:
-        now_s = time.monotonic()
-        with self._purge_lock:
-            if now_s - self._last_purge_s < _PURGE_INTERVAL_S:
-                return False
-            self._last_purge_s = now_s
-            return True
 
     def close(self) -> None:
         """Close this process's idle connections (they reopen on next use)."""

@@ -116,7 +116,7 @@ def test_expired_keys_are_purged_from_the_sqlite_table(tmp_path: Path) -> None:
     try:
         backend.add("short", 1, 1)
         wait_for(lambda: not backend._is_notified("short"), timeout_s=5)  # expired
-        backend._table._last_purge_s = 0.0  # make the next write purge
+        backend._table.purges.reset()  # make the next write purge
         backend.add("other", 1, 60000)
         rows = backend._table.db.read(lambda conn: conn.execute("SELECT key FROM greenroom_rate_limits").fetchall())
         assert rows == [("other",)]

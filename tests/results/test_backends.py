@@ -166,7 +166,7 @@ def test_expired_results_are_purged_from_the_sqlite_table(tmp_path: Path) -> Non
         old, new = make_message(), make_message()
         backend.store_result(old, 1, 1)
         wait_for(lambda: backend._get(backend.build_message_key(old)) is Missing, timeout_s=5)
-        backend._table._last_purge_s = 0.0  # make the next store purge
+        backend._table.purges.reset()  # make the next store purge
         backend.store_result(new, 2, 60000)
         rows = backend._table.db.read(lambda conn: conn.execute("SELECT key FROM greenroom_results").fetchall())
         assert rows == [(backend.build_message_key(new),)]
