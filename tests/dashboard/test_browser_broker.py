@@ -176,3 +176,8 @@ def test_a_cut_broker_shows_a_banner_on_every_page_until_it_is_back(
     assert site.browser.current_url.endswith("/dead")
     site.wait(lambda _: site.parked in site.text_of("#dead-queues"))
     site.shot("dead-letters-back")
+
+    # The schedules page, with the broker there: the schedule's expression and its next run.
+    site.open("/schedules")
+    site.wait(lambda _: "0 0 1 1 *" in site.text_of("#schedules"))
+    site.shot("schedules")
