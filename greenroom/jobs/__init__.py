@@ -30,11 +30,16 @@ from ._store import JobStore
 from ._stores import JobStoreNotConfigured, store_for
 
 if TYPE_CHECKING:
+    from ._postgres_store import PostgresJobStore
     from ._redis_store import RedisJobStore
     from ._sqlite_store import SQLiteJobStore
 
 #: Stores imported on first use, so that importing greenroom loads no Redis library.
-_LAZY = {"RedisJobStore": ("._redis_store", "redis"), "SQLiteJobStore": ("._sqlite_store", "sqlite")}
+_LAZY = {
+    "PostgresJobStore": ("._postgres_store", "postgres"),
+    "RedisJobStore": ("._redis_store", "redis"),
+    "SQLiteJobStore": ("._sqlite_store", "sqlite"),
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -53,6 +58,7 @@ __all__ = [
     "JobTracking",
     "MemoryJobStore",
     "MinuteCounts",
+    "PostgresJobStore",
     "RedisJobStore",
     "SQLiteJobStore",
     "State",

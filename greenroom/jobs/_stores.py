@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import weakref
 
 from ..broker import Broker
@@ -46,20 +47,30 @@ def store_for(broker: Broker) -> JobStore:
 
 
 def _own_store(broker: Broker) -> JobStore:
-    """A store in the broker's own storage (imported here: ``import greenroom`` loads no broker library)."""
-    from ..brokers.redis import RedisBroker
-    from ..brokers.sqlite import SQLiteBroker
-    from ..brokers.stub import StubBroker
-    from ._redis_store import RedisJobStore
-    from ._sqlite_store import SQLiteJobStore
+    """A store in the broker's own storage.
 
-    if isinstance(broker, SQLiteBroker):
-        return SQLiteJobStore(broker.path, busy_timeout_ms=broker.settings.busy_timeout_ms)
-    if isinstance(broker, RedisBroker):
-        return RedisJobStore(broker.client, broker.namespace)
-    if isinstance(broker, StubBroker):
-        return MemoryJobStore()
-    if type(broker).__module__.startswith("greenroom.brokers.postgres"):  # psycopg is an extra
+    A broker of a class exists only once the class's module is imported, so each branch asks
+    ``sys.modules`` first: status on SQLite must not need redis-py (nor psycopg) installed, and
+    ``import greenroom`` loads no broker library.
+    """
+    if "greenroom.brokers.stub" in sys.modules:
+        from ..brokers.stub import StubBroker
+
+        if isinstance(broker, StubBroker):
+            return MemoryJobStore()
+    if "greenroom.brokers.sqlite" in sys.modules:
+        from ..brokers.sqlite import SQLiteBroker
+        from ._sqlite_store import SQLiteJobStore
+
+        if isinstance(broker, SQLiteBroker):
+            return SQLiteJobStore(broker.path, busy_timeout_ms=broker.settings.busy_timeout_ms)
+    if "greenroom.brokers.redis" in sys.modules:
+        from ..brokers.redis import RedisBroker
+        from ._redis_store import RedisJobStore
+
+        if isinstance(broker, RedisBroker):
+            return RedisJobStore(broker.client, broker.namespace)
+    if "greenroom.brokers.postgres" in sys.modules:
         from ..brokers.postgres import PostgresBroker
         from ._postgres_store import PostgresJobStore
 
@@ -67,6 +78,7 @@ def _own_store(broker: Broker) -> JobStore:
             return PostgresJobStore(broker.url, schema=broker.schema)
     raise JobStoreNotConfigured(
         f"{type(broker).__name__} keeps no job status of its own: add "
-        "JobTracking(store=RedisJobStore.from_url(...)) or JobTracking(store=SQLiteJobStore(path)) "
+        "JobTracking(store=RedisJobStore.from_url(...)), JobTracking(store=SQLiteJobStore(path)) or "
+        "JobTracking(store=PostgresJobStore(url)) "
         "to the broker, in producers and workers alike"
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +225,37 @@ def test_a_status_from_a_newer_store_keeps_what_it_understands() -> None:
     assert status.progress == 0.5
     assert status.attempts == 0
     assert status.worker is None
+
+
+def test_status_on_sqlite_needs_no_other_broker_library(tmp_path: Path) -> None:
+    """The default broker needs nothing installed: job status on SQLite with redis-py, pika and psycopg missing."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        for name in ("redis", "pika", "psycopg", "psycopg_pool"):
+            sys.modules[name] = None  # importing any of them now raises ImportError
+        import greenroom
+        from greenroom.brokers.sqlite import SQLiteBroker
+        from greenroom.jobs import JobTracking
+
+        broker = SQLiteBroker({str(tmp_path / "app.db")!r})
+        broker.add_middleware(JobTracking())
+        broker.emit_after("process_boot")
+
+        @greenroom.actor(broker=broker)
+        def work():
+            pass
+
+        worker = greenroom.Worker(broker, worker_timeout=50, worker_threads=1)
+        worker.start()
+        message = work.send()
+        broker.join(work.queue_name, timeout=30_000)
+        worker.join()
+        worker.stop()
+        print(greenroom.get_status(message.message_id, broker=broker).state)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == State.SUCCEEDED
+    assert "No module named" not in result.stderr
