@@ -39,10 +39,6 @@ class ForkGate:
         #: This thread's nesting depth.
         self._local = threading.local()
 
-    def operation(self) -> _Operation:
-        """A section during which this process does not fork (``with gate.operation(): ...``)."""
-        return _Operation(self)
-
     def enter(self) -> None:
         """Start an operation: wait while a fork is under way, then count this thread in."""
         depth: int = getattr(self._local, "depth", 0)
@@ -95,22 +91,6 @@ os.register_at_fork(
     after_in_parent=sqlite_gate.after_fork_in_parent,
     after_in_child=sqlite_gate.after_fork_in_child,
 )
-
-
-class _Operation:
-    """``with``-support for :meth:`ForkGate.operation` (a class: it wraps every SQLite call, and
-    costs less than a generator-based context manager)."""
-
-    __slots__ = ("_gate",)
-
-    def __init__(self, gate: ForkGate) -> None:
-        self._gate = gate
-
-    def __enter__(self) -> None:
-        self._gate.enter()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._gate.exit()
 
 
 class sqlite_operation:

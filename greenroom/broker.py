@@ -301,9 +301,10 @@ class Broker(QueueOperations, MiddlewareHost, abc.ABC):
     def flush(self, queue_name: str) -> None:
         """Drop every message of a queue."""
 
-    @abc.abstractmethod
     def flush_all(self) -> None:
-        """Drop every message of every queue."""
+        """Drop every message of every declared queue (through :meth:`flush`)."""
+        for queue_name in self.get_declared_queues():
+            self.flush(queue_name)
 
     def join(self, queue_name: str, *, timeout: int | None = None) -> None:
         """Wait until a queue and its delay queue are empty (a test helper).

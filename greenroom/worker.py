@@ -244,6 +244,13 @@ class Worker:
                 return worker.take_over(message_id, exception)
         return False
 
+    def is_idle(self) -> bool:
+        """Whether no message waits or runs in this worker: none in its work queue or delay queues
+        (in memory until their eta), none parked for a concurrency slot."""
+        queues: list[PriorityQueue[Any]] = [c.delay_queue for c in list(self.consumers.values())]
+        queues.append(self.work_queue)
+        return all(queue.unfinished_tasks == 0 for queue in queues) and not self.limits.parked
+
     def join(self, timeout_s: float = 600.0) -> None:
         """Wait until no message is waiting or running in this worker (a test helper).
 
@@ -258,7 +265,7 @@ class Worker:
                 queues.append(self.work_queue)
                 for queue in queues:
                     join_queue(queue, timeout_s=deadline.remaining_s())
-                if all(queue.unfinished_tasks == 0 for queue in queues) and not self.limits.parked:
+                if self.is_idle():
                     return
                 if self.limits.parked:
                     wait_for_parked_s = min(0.05, deadline.remaining_s() or 0.0)

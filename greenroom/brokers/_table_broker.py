@@ -8,15 +8,27 @@ process's rows, written here once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._operations import DeadLetter, QueueCounts, check_age, check_limit, wanted_ids
 from ..broker import Broker
 from ..common import q_name
 from ..errors import QueueNotFound
 
-__all__ = ["DeadLetterRows", "QueueRows", "TableBroker"]
+__all__ = ["DeadLetterRows", "QueueRows", "TableBroker", "eta_ms"]
+
+_INT64_MAX = 2**63 - 1
+
+
+def eta_ms(queue_name: str, options: dict[str, Any]) -> int | None:
+    """When a new row is due, if later than now: the ``eta`` of a message on a delay queue (clamped
+    to what a 64-bit column holds); ``None`` for any other message, or an ``eta`` that is no number."""
+    eta = options.get("eta")
+    if not queue_name.endswith(".DQ") or isinstance(eta, bool) or not isinstance(eta, (int, float)):
+        return None
+    return max(0, min(int(eta), _INT64_MAX)) if math.isfinite(eta) else None
 
 
 class QueueRows(Protocol):
@@ -57,11 +69,6 @@ class TableBroker(Broker):
     def flush(self, queue_name: str) -> None:
         """Drop every message of a queue, of its delay queue, and its dead letters."""
         self._storage.flush(queue_name)
-
-    def flush_all(self) -> None:
-        """Drop every message and dead letter of every declared queue."""
-        for queue_name in self.get_declared_queues():
-            self.flush(queue_name)
 
     def queue_is_empty(self, queue_name: str) -> bool:
         """Whether a queue and its delay queue hold no message: none ready, delayed or in progress."""

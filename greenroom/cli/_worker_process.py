@@ -275,7 +275,7 @@ def _wait_until_stopped(
 
 
 def _is_drained(broker: Broker, worker: Worker) -> bool:
-    if not _worker_is_idle(worker):
+    if not worker.is_idle():
         return False
     try:
         queues = {q_name(name) for name in list(worker.consumers)}
@@ -284,12 +284,7 @@ def _is_drained(broker: Broker, worker: Worker) -> bool:
     except Exception:  # a failing probe (broker down) just means "not drained yet"
         logging.getLogger(__name__).debug("Emptiness probe failed.", exc_info=True)
         return False
-    return _worker_is_idle(worker)
-
-
-def _worker_is_idle(worker: Worker) -> bool:
-    consumers = list(worker.consumers.values())
-    return worker.work_queue.unfinished_tasks == 0 and all(c.delay_queue.unfinished_tasks == 0 for c in consumers)
+    return worker.is_idle()
 
 
 def _report(pipes: ChildPipes, message: tuple[str, Any]) -> None:

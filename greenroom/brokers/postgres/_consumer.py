@@ -73,12 +73,6 @@ class PostgresConsumer(LeasingConsumer):
         with self._lock:
             return [*self._held, *self._acked]
 
-    @property
-    def idle(self) -> bool:
-        """Whether the consumer is closed and holds nothing (the lease keeper forgets it then)."""
-        with self._lock:
-            return self._closed and not self._held
-
     def __next__(self) -> MessageProxy | None:
         deadline_s = time.monotonic() + self.timeout_s
         while True:

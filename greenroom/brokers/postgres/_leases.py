@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ...common import current_millis
 from .._lease_keeper import LeaseKeeper as _LeaseKeeper
 from ._consumer import PostgresConsumer
 from ._storage import PostgresStorage
@@ -26,9 +25,8 @@ class LeaseKeeper(_LeaseKeeper[PostgresConsumer]):
         self.storage = storage
         self._last_vacuum_ms = 0
 
-    def run_once(self, now_ms: int | None = None) -> None:
+    def run_once(self, now_ms: int) -> None:
         """Renew the leases of every row held in this process; purge dead letters and vacuum when due."""
-        now_ms = current_millis() if now_ms is None else now_ms
         row_ids: list[int] = []
         owners: list[str] = []
         for consumer in self.consumers():

@@ -9,7 +9,6 @@ inside the caller's transaction (see :meth:`PostgresBroker.transaction`).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -19,6 +18,7 @@ from ..._postgres import Database, Operation, channel
 from ...broker import DeadLetter, QueueCounts
 from ...common import dq_name, q_name
 from ...errors import BrokerError
+from .._table_broker import eta_ms
 from .._unique import UniqueKey
 from ._sql import Statements
 from ._types import PostgresSettings
@@ -29,7 +29,6 @@ __all__ = ["LeasedRow", "NewRow", "PostgresStorage", "due_ms"]
 _BATCH = 1000
 #: Times a unique insert is tried again when the holder of its key vanished between two statements.
 _KEY_RACES = 10
-_INT64_MAX = 2**63 - 1
 
 
 class LeasedRow(NamedTuple):
@@ -50,11 +49,9 @@ class NewRow(NamedTuple):
 
 
 def due_ms(queue_name: str, options: dict[str, Any]) -> int | None:
-    """A new row's due time: the eta of a message on a delay queue, ``None`` (due now) for any other."""
-    eta = options.get("eta")
-    if not queue_name.endswith(".DQ") or isinstance(eta, bool) or not isinstance(eta, (int, float)):
-        return None
-    return max(0, min(int(eta), _INT64_MAX)) if math.isfinite(eta) else None
+    """A new row's due time: the eta of a message on a delay queue, ``None`` (due now, by the
+    server's clock) for any other."""
+    return eta_ms(queue_name, options)
 
 
 def _atomically(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:

@@ -411,11 +411,6 @@ class RabbitmqBroker(Broker):
                 if not _is_missing_queue(exc):
                     raise  # a missing queue has nothing to purge; reading self.channel next reopens it
 
-    def flush_all(self) -> None:
-        """Flush every declared queue."""
-        for queue_name in list(self.queues):
-            self.flush(queue_name)
-
     def join(
         self, queue_name: str, min_successes: int = 10, idle_time: int = 100, *, timeout: int | None = None
     ) -> None:

@@ -244,11 +244,6 @@ class RedisBroker(DramatiqCommands, Broker):
         keys = self._storage().keys
         self._storage().execute("DEL", *keys.queue(queue_name), *keys.queue(dq_name(queue_name)))
 
-    def flush_all(self) -> None:
-        """Drop the messages of every declared queue."""
-        for queue_name in self.get_declared_queues():
-            self.flush(queue_name)
-
     def qsize(self, queue_name: str) -> int:
         """Messages of a queue and its delay queue not yet acknowledged (queued or in flight anywhere)."""
         return int(self.do_qsize(queue_name))

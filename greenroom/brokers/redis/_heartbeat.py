@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 
+from ..._background import join_unless_current
 from ...errors import BrokerConnectionError
 from ...logging import get_logger
 from ._storage import RedisStorage
@@ -75,8 +76,7 @@ class Heartbeat:
             self._closing = True
             thread = self.thread
         self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10)
+        join_unless_current(thread, 10)
         with self._lock:
             self._closing = False
 

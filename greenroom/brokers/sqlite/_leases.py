@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ...common import current_millis
 from .._lease_keeper import LeaseKeeper as _LeaseKeeper
 from ._consumer import SQLiteConsumer
 from ._storage import SQLiteStorage
@@ -20,9 +19,8 @@ class LeaseKeeper(_LeaseKeeper[SQLiteConsumer]):
         )
         self.storage = storage
 
-    def run_once(self, now_ms: int | None = None) -> None:
+    def run_once(self, now_ms: int) -> None:
         """Renew the leases of every row held in this process, and purge dead letters when due."""
-        now_ms = current_millis() if now_ms is None else now_ms
         settings = self.storage.settings
         owners = [consumer.owner for consumer in self.consumers() if consumer.held > 0]
         if owners:

@@ -8,13 +8,13 @@ through public methods, over the shared connection layer :class:`~greenroom._sql
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from typing import Any
 
 from ..._operations import DeadLetter, QueueCounts
 from ..._sqlite import Database
 from ...common import current_millis, dq_name, q_name
+from .._table_broker import eta_ms
 from .._unique import UniqueKey
 from ._tables import broker_schema
 from ._types import SQLiteSettings
@@ -27,7 +27,6 @@ LeasedRow = tuple[int, int, bytes, int]
 
 #: Ids bound per statement (SQLite's historic limit on variables is 999).
 _CHUNK = 500
-_INT64_MAX = 2**63 - 1
 
 _INSERT = "INSERT INTO greenroom_messages (queue_name, payload, due_ms) VALUES (?, ?, ?)"
 _PEEK = "SELECT due_ms FROM greenroom_messages WHERE queue_name = ? AND lease_until_ms <= ? ORDER BY due_ms, id LIMIT 1"
@@ -81,15 +80,8 @@ _DEAD_LETTERS = (
 
 def due_ms(queue_name: str, options: dict[str, Any]) -> int:
     """A new row's due time: the eta of a delayed message, now for any other."""
-    eta = options.get("eta")
-    if (
-        isinstance(eta, (int, float))
-        and not isinstance(eta, bool)
-        and math.isfinite(eta)
-        and queue_name.endswith(".DQ")
-    ):
-        return max(0, min(int(eta), _INT64_MAX))
-    return current_millis()
+    eta = eta_ms(queue_name, options)
+    return current_millis() if eta is None else eta
 
 
 class SQLiteStorage:
