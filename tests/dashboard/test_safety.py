@@ -28,24 +28,24 @@ def _dead_letter(setup: Setup) -> str:
     return message.message_id
 
 
-def test_a_post_without_a_valid_csrf_token_is_refused(stub_setup: Setup) -> None:
-    message_id = _dead_letter(stub_setup)
-    queue = stub_setup.actors.queue_name
-    client = stub_setup.client()
+def test_a_post_without_a_valid_csrf_token_is_refused(setup: Setup) -> None:
+    message_id = _dead_letter(setup)
+    queue = setup.actors.queue_name
+    client = setup.client()
     page = client.get(f"/queues/{queue}/dead")
     token = csrf_token(page.text)
     url = f"/queues/{queue}/dead/requeue"
     assert client.post(url, data={"message_id": message_id}).status_code == 403  # no token
     assert client.post(url, data={"message_id": message_id, "csrf_token": "0" * 64}).status_code == 403
     # A token from another browser (another cookie) is worth nothing with this browser's cookie.
-    other = stub_setup.client()
+    other = setup.client()
     other_token = csrf_token(other.get(f"/queues/{queue}/dead").text)
     assert other_token != token
     assert client.post(url, data={"message_id": message_id, "csrf_token": other_token}).status_code == 403
     # Without the cookie (a page of another site posting a copied token): refused too.
     client.cookies.clear()
     assert client.post(url, data={"message_id": message_id, "csrf_token": token}).status_code == 403
-    assert stub_setup.broker.get_queue_counts(queue).dead == 1
+    assert setup.broker.get_queue_counts(queue).dead == 1
     refused = client.post(f"/messages/{message_id}/cancel", data={})
     assert refused.status_code == 403
     assert "Reload the page" in refused.text
@@ -61,18 +61,18 @@ def test_the_csrf_cookie_is_http_only_and_same_site(stub_setup: Setup) -> None:
     assert "path=/" in cookie
 
 
-def test_read_only_mode_hides_and_refuses_every_action(stub_setup: Setup) -> None:
-    message_id = _dead_letter(stub_setup)
-    queue = stub_setup.actors.queue_name
-    running = stub_setup.actors.slow.send("running")
-    assert stub_setup.actors.started.wait(TIMEOUT_S)
-    client = stub_setup.client(read_only=True)
+def test_read_only_mode_hides_and_refuses_every_action(setup: Setup) -> None:
+    message_id = _dead_letter(setup)
+    queue = setup.actors.queue_name
+    running = setup.actors.slow.send("running")
+    assert setup.actors.started.wait(TIMEOUT_S)
+    client = setup.client(read_only=True)
     for url in [f"/queues/{queue}/dead", f"/messages/{running.message_id}", f"/queues/{queue}/dead/purge", "/"]:
         page = client.get(url)
         assert page.status_code == 200
         assert '<form method="post"' not in page.text, url
         assert "read-only" in page.text
-    token = stub_setup.client().get(f"/queues/{queue}/dead").text  # a writable dashboard's token does not help
+    token = setup.client().get(f"/queues/{queue}/dead").text  # a writable dashboard's token does not help
     for url, data in [
         (f"/queues/{queue}/dead/requeue", {"message_id": message_id, "scope": "all"}),
         (f"/queues/{queue}/dead/purge", {"confirm": "yes"}),
@@ -81,11 +81,11 @@ def test_read_only_mode_hides_and_refuses_every_action(stub_setup: Setup) -> Non
         refused = client.post(url, data={**data, "csrf_token": csrf_token(token)})
         assert refused.status_code == 403, url
         assert "read-only" in refused.text
-    assert stub_setup.broker.get_queue_counts(queue).dead == 1
-    status = greenroom.get_status(running.message_id, broker=stub_setup.broker)
+    assert setup.broker.get_queue_counts(queue).dead == 1
+    status = greenroom.get_status(running.message_id, broker=setup.broker)
     assert status is not None
     assert not status.cancel_requested
-    stub_setup.actors.release.set()
+    setup.actors.release.set()
 
 
 def test_an_auth_hook_sees_every_request(stub_setup: Setup) -> None:
