@@ -95,6 +95,19 @@ _PURGE = "DELETE FROM {s}.dead_letters WHERE dead_at_ms < {now} - %s"
 _TRY_VACUUM_LOCK = "SELECT pg_try_advisory_lock(26486, hashtext(%s))"
 _VACUUM_UNLOCK = "SELECT pg_advisory_unlock(26486, hashtext(%s))"
 _VACUUM = "VACUUM {s}.messages"
+# Rebuilding the indexes (see _compaction.py): their size, whether the table holds only a few rows,
+# and the invalid copies a rebuild that gave up left behind (REINDEX CONCURRENTLY names them so).
+_LEFTOVERS = """
+FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE i.indrelid = '{s}.messages'::regclass AND NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$'
+"""
+_INDEX_STATE = f"""
+SELECT pg_indexes_size('{{s}}.messages'::regclass),
+    (SELECT count(*) FROM (SELECT 1 FROM {{s}}.messages LIMIT %s) AS few),
+    (SELECT count(*) {_LEFTOVERS})
+"""
+_LEFTOVER_INDEXES = f"SELECT c.relname {_LEFTOVERS}"
+_REINDEX = "REINDEX TABLE CONCURRENTLY {s}.messages"
 _FLUSH = "DELETE FROM {s}.messages WHERE queue_name = ANY(%s)"
 _FLUSH_DEAD = "DELETE FROM {s}.dead_letters WHERE queue_name = %s"
 _HAS_MESSAGES = "SELECT EXISTS (SELECT 1 FROM {s}.messages WHERE queue_name = ANY(%s))"
@@ -132,6 +145,9 @@ class Statements:
         self.try_vacuum_lock = sql(_TRY_VACUUM_LOCK)
         self.vacuum_unlock = sql(_VACUUM_UNLOCK)
         self.vacuum = sql(_VACUUM)
+        self.index_state = sql(_INDEX_STATE)
+        self.leftover_indexes = sql(_LEFTOVER_INDEXES)
+        self.reindex = sql(_REINDEX)
         self.flush = sql(_FLUSH)
         self.flush_dead = sql(_FLUSH_DEAD)
         self.has_messages = sql(_HAS_MESSAGES)

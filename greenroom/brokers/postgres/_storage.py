@@ -23,7 +23,7 @@ from .._unique import UniqueKey
 from ._sql import Statements
 from ._types import PostgresSettings
 
-__all__ = ["LeasedRow", "NewRow", "PostgresStorage", "due_ms"]
+__all__ = ["IndexState", "LeasedRow", "NewRow", "PostgresStorage", "due_ms"]
 
 #: Rows one batch statement inserts at most.
 _BATCH = 1000
@@ -46,6 +46,17 @@ class NewRow(NamedTuple):
     payload: bytes
     due_ms: int | None
     message_id: str
+
+
+class IndexState(NamedTuple):
+    """What decides whether the messages table's indexes are rebuilt (see ``_compaction.py``)."""
+
+    #: The size of its indexes, valid or not.
+    index_bytes: int
+    #: How many rows it holds, counted up to the limit asked for.
+    rows: int
+    #: How many invalid index copies failed rebuilds left behind.
+    leftovers: int
 
 
 def due_ms(queue_name: str, options: dict[str, Any]) -> int | None:
@@ -212,6 +223,19 @@ class PostgresStorage:
 
         done: bool = self.db.run(operation, retry=False)
         return done
+
+    def index_state(self, row_limit: int, conn: psycopg.Connection[Any] | None = None) -> IndexState:
+        """The size of the messages table's indexes, its rows (counted up to ``row_limit``), and
+        the leftovers of failed rebuilds; on ``conn`` if given."""
+
+        def operation(c: psycopg.Connection[Any]) -> IndexState:
+            row = c.execute(self.sql.index_state, (row_limit,)).fetchone() or (0, 0, 0)
+            return IndexState(int(row[0]), int(row[1]), int(row[2]))
+
+        if conn is not None:
+            return operation(conn)
+        state: IndexState = self.db.run(operation, retry=False)
+        return state
 
     # -- looking at queues ------------------------------------------------------------------------
 

@@ -32,6 +32,10 @@ class PostgresSettings:
         time); 0 leaves it to autovacuum. The index pages that acknowledged rows empty are reused
         only once a vacuum has passed over them twice: autovacuum alone (every minute at best) lets
         the indexes grow with the number of messages under sustained load.
+      reindex_over_bytes: The process that vacuumed the messages table rebuilds its indexes
+        (``REINDEX TABLE CONCURRENTLY``, on a thread of its own) when they have grown beyond this
+        size and the table holds at most 1,000 rows: a vacuum reuses the index pages it frees but
+        never gives them back, so after a burst the indexes would keep their peak size. 0: never.
     """
 
     lease_ms: int = 30_000
@@ -44,6 +48,7 @@ class PostgresSettings:
     durable_enqueue: bool = True
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     vacuum_interval_ms: int = 10_000
+    reindex_over_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.renew_interval_ms == 0:
@@ -52,5 +57,6 @@ class PostgresSettings:
             raise ValueError("renew_interval_ms must be positive and at most half of lease_ms")
         if self.poll_interval_ms <= 0 or self.pool_max_size < 1 or self.connect_timeout_s <= 0:
             raise ValueError("poll_interval_ms, pool_max_size and connect_timeout_s must be positive")
-        if min(self.dead_message_ttl, self.retry_timeout_ms, self.max_payload_bytes, self.vacuum_interval_ms) < 0:
+        sizes = (self.max_payload_bytes, self.reindex_over_bytes)
+        if min(self.dead_message_ttl, self.retry_timeout_ms, self.vacuum_interval_ms, *sizes) < 0:
             raise ValueError("durations and sizes must not be negative")
