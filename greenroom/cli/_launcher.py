@@ -48,6 +48,8 @@ class Child:
     last_pid: int | None = None
     #: Processes of this position that died holding messages: the next one returns them at boot.
     dead_pids: tuple[int, ...] = ()
+    #: Whether the main process killed the current process because it froze (see ``_frozen``).
+    killed_frozen: bool = False
 
     @property
     def alive(self) -> bool:
@@ -92,6 +94,7 @@ class Launcher:
         child.started_at_s = time.monotonic()
         child.restart_at_s = None
         child.exitcode = None
+        child.killed_frozen = False
 
 
 def send_signal(children: list[Child], signum: signal.Signals) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
@@ -23,8 +26,10 @@ from ._args import CliOptions, broker_url_from_environment
 from ._child import HANDLED_SIGNALS
 from ._exit_codes import RETIRED, ExitCode
 from ._forks import ForkProcesses
+from ._frozen import FrozenWatch, StuckRegistry
 from ._health import health_forks
 from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
+from ._liveness import Board
 from ._log_pipes import LogForwarder
 from ._reexec import hold_signals, release_signals
 from ._worker_process import WorkerSpec, run_worker
@@ -97,6 +102,18 @@ class Supervisor:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         for sock in (self._wakeup_r, self._wakeup_w):
             sock.setblocking(False)
+        #: When (monotonic s) the graceful stop began.
+        self._stopping_since_s: float | None = None
+        # The liveness board and the stuck registry live in a directory of this run's own.
+        self._runtime_dir = tempfile.mkdtemp(prefix="greenroom-")
+        board_path = os.path.join(self._runtime_dir, "liveness")
+        self.board = Board.create(board_path, len(self.workers), options.threads)
+        stuck_dir = os.path.join(self._runtime_dir, "stuck")
+        os.mkdir(stuck_dir)
+        registry = StuckRegistry(stuck_dir, self.board)
+        grace_s = options.time_limit_grace_ms / 1000
+        shutdown_s = options.worker_shutdown_timeout_ms / 1000
+        self.frozen = FrozenWatch(self.board, registry, grace_s, shutdown_s, logger)
 
     # -- top level ----------------------------------------------------------------------------
 
@@ -144,9 +161,11 @@ class Supervisor:
                 self.reload = False
 
     def close(self) -> None:
-        """Release the signal wake-up socket (``run`` does it when it returns)."""
+        """Release the signal wake-up socket and the run's directory (``run`` does it when it returns)."""
         self._wakeup_r.close()
         self._wakeup_w.close()
+        self.board.close()
+        shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
     def _install_signal_handlers(self) -> dict[signal.Signals, Any]:
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -169,6 +188,7 @@ class Supervisor:
             self._read_reports()
             self._reap()
             self._check_boot_deadlines()
+            self.frozen.check(self.workers, time.monotonic(), self._stopping_since_s)
             self._restart_due_workers()
         return self._exit_code()
 
@@ -195,7 +215,10 @@ class Supervisor:
             max_tasks=options.max_tasks_per_child,
             max_memory_mb=options.max_memory_per_child_mb,
             time_limit_grace_ms=options.time_limit_grace_ms,
+            board=(self.board.path, self.board.slots, self.board.runs_per_slot),
+            stuck_dir=str(self.frozen.registry.directory),
         )
+        self.board.clear(child.index)
         self.launcher.spawn(child, run_worker, spec, f"WorkerProcess({child.index})", daemon=False)
         child.awaiting_report = True
         child.boot_deadline_s = time.monotonic() + options.worker_fork_timeout_ms / 1000
@@ -365,6 +388,11 @@ class Supervisor:
             child.restart_at_s = time.monotonic()
             logger.info("Worker process %d retired; starting a new one.", child.index)
             return
+        if child.killed_frozen:
+            # Killed for freezing (see _frozen): replaced at once, not a death in a row.
+            child.restart_at_s = time.monotonic()
+            logger.info("Worker process %d was killed for freezing; starting a new one.", child.index)
+            return
         lived_s = time.monotonic() - child.started_at_s
         child.deaths_in_a_row = 1 if lived_s >= STABLE_AFTER_S else child.deaths_in_a_row + 1
         pause_s = restart_pause_s(child.deaths_in_a_row)
@@ -395,6 +423,8 @@ class Supervisor:
 
     def _begin_stop(self, signum: signal.Signals) -> None:
         self.state = _State.STOPPING
+        if self._stopping_since_s is None:
+            self._stopping_since_s = time.monotonic()
         for child in self.workers:
             if child.restart_at_s is not None:
                 # It was waiting to be replaced: its crash was handled, it says nothing of this stop.

@@ -12,6 +12,10 @@ take no new message, and the process retires: it stops gracefully and exits with
   middleware path, so its retry policy applies (retried, or dead-lettered when retries are
   exhausted), and it is acknowledged; the stuck thread is abandoned to the process's exit.
 
+Every round, the warden also beats on the tree's liveness board (see ``_liveness``): the main
+process kills a process whose warden stopped beating while one of its actors is overdue (a process
+frozen in C code that holds the GIL, where nothing inside it can act; see ``_frozen``).
+
 While the process stops, the warden escalates the same way: actors still running when
 ``--worker-shutdown-timeout`` has passed are interrupted with :class:`~greenroom.middleware.Shutdown`,
 and those still running a grace period later are taken over as failed.
@@ -33,6 +37,7 @@ from ..middleware.shutdown import Shutdown
 from ..middleware.time_limit import TimeLimit, TimeLimitExceeded
 from ..threading import interrupt
 from ..worker import Worker
+from ._liveness import Board
 
 __all__ = ["Warden", "resident_memory_mb"]
 
@@ -71,6 +76,7 @@ class Warden:
       grace_ms: How long an actor may ignore its time limit's interrupt (after its deadline), or the
         shutdown interrupt, before its message is taken over.
       logger: The worker process's logger.
+      board: The tree's liveness board and this process's slot on it; None outside a tree.
     """
 
     def __init__(
@@ -81,8 +87,10 @@ class Warden:
         max_memory_mb: int | None,
         grace_ms: int,
         logger: logging.Logger,
+        board: tuple[Board, int] | None = None,
     ) -> None:
         self.worker = worker
+        self.board = board
         self.time_limit = time_limit
         self.max_memory_mb = max_memory_mb
         self.grace_s = grace_ms / 1000
@@ -111,7 +119,10 @@ class Warden:
         self._shutdown_deadline_s = time.monotonic() + timeout_ms / 1000
 
     def run_once(self, now_s: float) -> None:
-        """One look at the process: its memory, overdue actors, the shutdown deadline."""
+        """One look at the process: its beat, its memory, overdue actors, the shutdown deadline."""
+        if self.board is not None:
+            board, index = self.board
+            board.beat(index, now_s, os.getpid())
         if self.max_memory_mb is not None and now_s >= self._next_memory_check_s:
             self._next_memory_check_s = now_s + MEMORY_INTERVAL_S
             self._check_memory()

@@ -22,7 +22,9 @@ from ._app import import_broker, import_module, import_object
 from ._args import redact_url
 from ._child import ChildPipes, bootstrap_child, unblock_signals, watch_parent
 from ._exit_codes import RETIRED, ExitCode, StartupError
+from ._frozen import StuckGuard, StuckRegistry
 from ._health import start_health_reporter
+from ._liveness import Board
 from ._metrics import install_metrics_middleware
 from ._scheduler_thread import start_scheduler
 from ._warden import Warden
@@ -72,6 +74,10 @@ class WorkerSpec:
     #: How long (ms) an actor may ignore an interrupt (time limit, shutdown timeout) before its
     #: message is taken over as failed.
     time_limit_grace_ms: int = 5000
+    #: The tree's liveness board (path, slots, runs per slot) and stuck registry (a directory),
+    #: shared with the main process (see ``_frozen``); None outside a tree.
+    board: tuple[str, int, int] | None = None
+    stuck_dir: str | None = None
 
 
 class _StopState:
@@ -118,7 +124,8 @@ def _install_signal_handlers(state: _StopState) -> None:
 
 def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger: logging.Logger) -> int:
     try:
-        broker, worker, forks = _boot(spec)
+        board = Board(*spec.board) if spec.board is not None else None
+        broker, worker, forks = _boot(spec, board)
     except StartupError as failure:
         logger.critical("%s", failure)
         _report(pipes, ("failed", int(failure.code)))
@@ -130,7 +137,7 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
     _report(pipes, ("booted", forks))
     scheduler = start_scheduler(broker, logger) if spec.scheduler else None
     health = start_health_reporter(spec.index, worker)
-    warden = _start_warden(spec, broker, worker, logger)
+    warden = _start_warden(spec, broker, worker, logger, board)
     logger.info("Worker process is ready for action." if worker is not None else "Scheduler process is ready.")
     _wait_until_stopped(spec, broker, worker, state, logger)
     # Set by the worker threads (max_tasks) or the warden (memory, an actor stuck past its time limit).
@@ -146,18 +153,26 @@ def _boot_and_run(spec: WorkerSpec, pipes: ChildPipes, state: _StopState, logger
     if worker is not None and warden is not None:
         warden.shutting_down(spec.shutdown_timeout_ms)
         worker.stop(timeout=spec.shutdown_timeout_ms + spec.time_limit_grace_ms + STOP_MARGIN_MS)
-        warden.stop()
     broker.close()
+    if warden is not None:
+        warden.stop()  # last: it beats until the end, so the main process can tell slow from frozen
     logger.info("Worker process stopped.")
     return RETIRED if retire_reason is not None else ExitCode.OK
 
 
-def _start_warden(spec: WorkerSpec, broker: Broker, worker: Worker | None, logger: logging.Logger) -> Warden | None:
+def _start_warden(
+    spec: WorkerSpec, broker: Broker, worker: Worker | None, logger: logging.Logger, board: Board | None
+) -> Warden | None:
     if worker is None:
         return None
     time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
     warden = Warden(
-        worker, time_limit, max_memory_mb=spec.max_memory_mb, grace_ms=spec.time_limit_grace_ms, logger=logger
+        worker,
+        time_limit,
+        max_memory_mb=spec.max_memory_mb,
+        grace_ms=spec.time_limit_grace_ms,
+        logger=logger,
+        board=(board, spec.index) if board is not None else None,
     )
     warden.start()
     return warden
@@ -173,10 +188,13 @@ def _recover(broker: Broker, pids: tuple[int, ...]) -> None:
             )
 
 
-def _boot(spec: WorkerSpec) -> tuple[Broker, Worker | None, list[str]]:
+def _boot(spec: WorkerSpec, board: Board | None) -> tuple[Broker, Worker | None, list[str]]:
     try:
         broker = import_broker(spec.broker)
         install_metrics_middleware(broker)
+        if board is not None and spec.stuck_dir is not None:
+            time_limit = next((m for m in broker.middleware if isinstance(m, TimeLimit)), None)
+            broker.add_middleware(StuckGuard(StuckRegistry(spec.stuck_dir, board), spec.index, time_limit))
         broker.emit_after("process_boot")
         for module in spec.modules:
             import_module(module)

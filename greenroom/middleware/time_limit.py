@@ -125,6 +125,11 @@ class TimeLimit(Middleware):
             self.logger.debug("Interrupted message %s.", message_id)
         return max(next_check_s, _RETRY_S)
 
+    def current_deadline(self) -> float | None:
+        """The deadline (monotonic seconds) of the calling thread's run, if it has one."""
+        entry = self._deadlines.get(threading.get_ident())
+        return entry[0] if entry is not None else None
+
     def overdue(self, now_s: float, grace_s: float) -> list[tuple[int, str]]:
         """The runs interrupted for their time limit that still run ``grace_s`` after their deadline.
 
