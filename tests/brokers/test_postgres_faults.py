@@ -86,9 +86,10 @@ def test_a_killed_workers_messages_come_back_within_its_lease(spawn: Any, tmp_pa
             assert held > 0  # it died holding leases (its prefetched messages, at least)
             done_at_kill = len(processed(tmp_path))
             spawn(schema, "--threads", "4", "--lease-ms", str(lease_ms))
-            wait_for(lambda: len(processed(tmp_path)) == 300, TIMEOUT_S, interval_s=0.05)
+            # Empty once the survivor has run the rest and the rows the victim held, whose
+            # leases had to run out first (some of them it had run without its ack reaching the table).
+            wait_for(lambda: broker.get_queue_counts("work") == QueueCounts(0, 0, 0, 0), TIMEOUT_S, interval_s=0.02)
             recovered_s = time.monotonic() - killed_at
-            broker.join("work", timeout=int(TIMEOUT_S * 1000))
             counts = processed(tmp_path)
             duplicates = sum(counts.values()) - len(counts)
             print(
@@ -96,9 +97,8 @@ def test_a_killed_workers_messages_come_back_within_its_lease(spawn: Any, tmp_pa
             )
             assert set(counts) == set(range(300))
             assert duplicates <= held
-            # The lease, the survivor's start and its fallback poll, with room for a slow machine.
-            assert recovered_s < lease_ms / 1000 + 8
-            assert broker.get_queue_counts("work") == QueueCounts(0, 0, 0, 0)
+            # The lease, then at most the survivor's fallback poll (1 s), with room for a slow machine.
+            assert recovered_s < lease_ms / 1000 + 1 + 1.5
         finally:
             broker.close()
 
