@@ -244,7 +244,14 @@ class Broker(QueueOperations, MiddlewareHost, abc.ABC):
 
         Raises:
           QueueNotFound: See :meth:`_require_queue`.
+          ValueError: When the message has a ``unique_key`` and this broker keeps no unique jobs
+            (it would be ignored: every send would add a message).
         """
+        if message.options.get("unique_key") is not None and "unique_key" not in self.actor_options:
+            raise ValueError(
+                f"{type(self).__name__} does not keep unique jobs: the unique_key option needs the "
+                "PostgreSQL, SQLite, Redis or stub broker"
+            )
         if delay is not None:
             eta = current_millis() + delay
             message = message.copy(queue_name=dq_name(message.queue_name), options={"eta": eta})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections import defaultdict
@@ -16,6 +17,8 @@ from ..errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from ..message import Message
 from ..middleware.middleware import Middleware
 from ..threading import interrupts_deferred
+from ._memory_unique import MemoryUniqueKeys
+from ._unique import UNIQUE_OPTIONS, with_unique_key
 
 __all__ = ["StubBroker"]
 
@@ -28,6 +31,9 @@ class StubBroker(Broker):
     delay queue included), through :attr:`graveyard`, which numbers and dates them for the
     operations API.
 
+    Unique jobs (the ``unique_key`` option) behave as on the other brokers that keep them (see
+    ``greenroom/brokers/_unique.py``), so that actors using them can be tested here.
+
     Parameters:
       middleware: As for :class:`~greenroom.Broker`.
       fail_fast_default: Whether :meth:`join` re-raises the exception of a dead-lettered message.
@@ -39,6 +45,8 @@ class StubBroker(Broker):
         self.dead_letters_by_queue: defaultdict[str, list[MessageProxy]] = defaultdict(list)
         self.graveyard = _Graveyard(self.dead_letters_by_queue)
         self.fail_fast_default = fail_fast_default
+        self.actor_options |= UNIQUE_OPTIONS
+        self.unique_keys = MemoryUniqueKeys()
 
     @property
     def dead_letters(self) -> list[MessageProxy]:
@@ -50,10 +58,15 @@ class StubBroker(Broker):
         if is_delay_queue:
             self.delay_queues.add(queue_name)
 
-    def _publish(self, message: Message[Any], payload: bytes) -> None:
-        """Put the payload on its queue's in-memory ``Queue``."""
+    def _address(self, message: Message[Any], delay: int | None) -> Message[Any]:
+        """The base class's addressing, then the message's unique key resolved into its options."""
+        return with_unique_key(super()._address(message, delay), self.actors)
+
+    def _publish(self, message: Message[Any], payload: bytes) -> Message[Any] | None:
+        """Put the payload on its queue's in-memory ``Queue``, unless another message holds its unique key."""
+        queue = self.queues[message.queue_name]
         with interrupts_deferred():  # a Queue torn by an interrupt would never join again
-            self.queues[message.queue_name].put(payload)
+            return self.unique_keys.store(message, payload, lambda: queue.put(payload))
 
     def put_raw(self, queue_name: str, payload: bytes) -> None:
         """Put a raw payload on a queue, as a producer in another language would (a test helper)."""
@@ -69,12 +82,15 @@ class StubBroker(Broker):
         return _StubConsumer(self, queue_name, queue, prefetch, timeout)
 
     def flush(self, queue_name: str) -> None:
-        for _ in iter_queue(self.queues[queue_name]):
+        for payload in iter_queue(self.queues[queue_name]):
             self.queues[queue_name].task_done()
+            with contextlib.suppress(DecodeError):  # a raw payload of a test holds no key
+                self.unique_keys.settled(Message.decode(payload), payload, on_canonical_queue=False)
 
     def flush_all(self) -> None:
         for queue_name in self.queues:
             self.flush(queue_name)
+        self.unique_keys.clear()
         with self.graveyard.lock:
             for dead_letters in self.dead_letters_by_queue.values():
                 dead_letters.clear()
@@ -255,6 +271,7 @@ class _StubConsumer(Consumer):
         self.prefetch = threading.BoundedSemaphore(prefetch)
         self.timeout_s = timeout_ms / 1000
         self.dead_letters = broker.dead_letters_by_queue[queue_name]
+        self.canonical = queue_name not in broker.delay_queues
 
     def __next__(self) -> MessageProxy | None:
         if not self.prefetch.acquire(timeout=self.timeout_s):
@@ -266,6 +283,8 @@ class _StubConsumer(Consumer):
             return None
         try:
             message = decode_message(payload, arrived_on=self.queue_name)
+            if self.canonical:
+                self.broker.unique_keys.started(message)
             return _StubMessageProxy(message, payload)
         except DecodeError as exc:
             self._dead_letter_payload(payload, exc)
@@ -291,13 +310,19 @@ class _StubConsumer(Consumer):
         self.queue.task_done()
 
     def ack(self, message: MessageProxy) -> None:
+        self._settled(message)
         self.queue.task_done()
         self.prefetch.release()
 
     def nack(self, message: MessageProxy) -> None:
         self.broker.graveyard.bury(self.dead_letters, message)
+        self._settled(message)
         self.queue.task_done()
         self.prefetch.release()
+
+    def _settled(self, message: MessageProxy) -> None:
+        payload = message.payload if isinstance(message, _StubMessageProxy) else message.message.encode()
+        self.broker.unique_keys.settled(message.message, payload, on_canonical_queue=self.canonical)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         for message in messages:

@@ -349,6 +349,21 @@ def test_queue_name_of_252_characters_is_the_longest_accepted(
         delete_queues(name)
 
 
+def test_a_unique_key_is_refused_rather_than_ignored(
+    make_broker: Callable[..., RabbitmqBroker], queue_name: str
+) -> None:
+    broker = make_broker()
+
+    @greenroom.actor(broker=broker, queue_name=queue_name)
+    def job() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="does not keep unique jobs"):
+        job.send_with_options(unique_key="report")
+    job.send_with_options(unique_key=None)  # "none" stays allowed
+    wait_for(lambda: broker.get_queue_counts(queue_name).ready == 1)  # the server's count lags a little
+
+
 def test_connection_settings_forms() -> None:
     several = RabbitmqBroker(url="amqp://a:b@host1:5673/vh; amqps://c:d@host2/%2F")
     assert [(p.host, p.port, p.virtual_host) for p in several.parameters] == [

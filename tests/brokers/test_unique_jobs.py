@@ -15,9 +15,15 @@ from greenroom.brokers.sqlite import SQLiteBroker
 from tests._postgres import URL, private_schema
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
+@pytest.fixture(params=["stub", "sqlite", "redis", "postgres"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    if request.param == "sqlite":
+    if request.param == "stub":
+        from greenroom.brokers.stub import StubBroker
+
+        stub = StubBroker()
+        yield stub
+        stub.close()
+    elif request.param == "sqlite":
         made: Broker = SQLiteBroker(tmp_path / "unique.db")
         yield made
         made.close()

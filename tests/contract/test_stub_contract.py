@@ -5,9 +5,10 @@ import pytest
 from greenroom.broker import Broker
 from greenroom.brokers.stub import StubBroker
 from greenroom.testing.broker_contract import BrokerContract
+from greenroom.testing.unique_jobs_contract import UniqueJobsContract
 
 
-class TestStubBrokerContract(BrokerContract):
+class TestStubBrokerContract(BrokerContract, UniqueJobsContract):
     @pytest.fixture
     def broker(self, stub_broker: StubBroker) -> Broker:
         return stub_broker
