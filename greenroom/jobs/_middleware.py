@@ -281,6 +281,9 @@ class JobTracking(Middleware):
             )
         )
         if state == State.RETRYING:
+            # The retry wrote "retrying" before it was published, and another worker may have
+            # started it since: this write must not set the state back (nor end the status).
+            del fields["state"]
             self.store(broker).update(run.message_id, fields, self.active_ttl)
             return
         fields["finished_at_ms"] = now_ms

@@ -176,6 +176,60 @@ def test_a_message_taken_over_from_a_stuck_actor_gets_its_final_status(
     assert after.state == expected
 
 
+class _SlowEndOfFirstAttempt(MemoryJobStore):
+    """Holds back the write that ends attempt 1 until attempt 2 has begun: the ack of a failed
+    attempt racing the retry another thread already took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.second_began = threading.Event()
+
+    def update(self, message_id: str, fields: Any, ttl_ms: int) -> None:
+        if "attempt_0" in fields and fields["attempt_0"]["outcome"] != State.RUNNING:
+            self.second_began.wait(TIMEOUT_S)
+        super().update(message_id, fields, ttl_ms)
+
+    def begin(self, message_id: str, fields: Any, ttl_ms: int) -> bool:
+        cancelled = super().begin(message_id, fields, ttl_ms)
+        if fields["attempts"] == 2:
+            self.second_began.set()
+        return cancelled
+
+
+def test_the_end_of_a_failed_attempt_never_overwrites_the_state_of_its_retry() -> None:
+    store = _SlowEndOfFirstAttempt()
+    broker = StubBroker()
+    broker.add_middleware(JobTracking(store=store, poll_interval=50))
+    broker.emit_after("process_boot")
+    release = threading.Event()
+    attempts: list[int] = []
+
+    @greenroom.actor(broker=broker, max_retries=1, min_backoff=1, max_backoff=2)
+    def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt fails")
+        release.wait(TIMEOUT_S)
+
+    worker = Worker(broker, worker_timeout=20, worker_threads=2)
+    worker.start()
+    try:
+        message = flaky.send()
+        wait_for(lambda: len(attempts) == 2, TIMEOUT_S)
+        # Attempt 1's end was written once attempt 2 ran: the state is still attempt 2's.
+        wait_for(lambda: (store.get(message.message_id) or {}).get("attempt_0", {}).get("finished_at_ms"), TIMEOUT_S)
+        status = greenroom.get_status(message.message_id, broker=broker)
+        assert status is not None
+        assert (status.state, status.attempts) == (State.RUNNING, 2)
+        assert status.error_type == "RuntimeError"  # the last error stays on record
+        release.set()
+        wait_for(lambda: _state(broker, message.message_id) == State.SUCCEEDED, TIMEOUT_S)
+    finally:
+        release.set()
+        worker.stop(timeout=10000)
+        broker.close()
+
+
 def test_track_false_leaves_a_message_untracked(tracked: StubBroker, start_worker: Any) -> None:
     done = threading.Event()
 
