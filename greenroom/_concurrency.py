@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections import defaultdict
@@ -22,7 +23,7 @@ from typing import Any
 
 from ._background import BackgroundThread, join_unless_current
 
-__all__ = ["RECHECK_S", "ConcurrencyLimits", "Slot"]
+__all__ = ["RECHECK_S", "ConcurrencyLimits", "Slot", "remove_slots", "slots_directory"]
 
 #: How often parked messages are tried again when no slot freed in this process.
 RECHECK_S = 0.05
@@ -33,6 +34,16 @@ Slot = Any
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def slots_directory(tree_id: str) -> str:
+    """Where the processes of tree ``tree_id`` keep their slots' lock files."""
+    return os.path.join(tempfile.gettempdir(), f"greenroom-slots-{_safe(tree_id)}")
+
+
+def remove_slots(tree_id: str) -> None:
+    """Remove the slots' directory of a tree that ended (its processes are gone), if it has one."""
+    shutil.rmtree(slots_directory(tree_id), ignore_errors=True)
 
 
 class ConcurrencyLimits:
@@ -48,7 +59,7 @@ class ConcurrencyLimits:
         if tree_id is None:
             self._directory: str | None = None
         else:
-            self._directory = os.path.join(tempfile.gettempdir(), f"greenroom-slots-{_safe(tree_id)}")
+            self._directory = slots_directory(tree_id)
         self._lock = threading.Lock()
         #: Actor name → work items parked, in arrival order.
         self._parked: defaultdict[str, list[Any]] = defaultdict(list)

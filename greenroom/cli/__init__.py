@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from .. import __version__, _settings
+from .._concurrency import remove_slots
 from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode, StartupError
@@ -115,7 +116,10 @@ def run(options: CliOptions, output: LogOutput) -> int:
             stop()
         forwarder.stop()
     if supervisor.reload:
-        _reexec(output, supervisor.held_signals)
+        _reexec(output, supervisor.held_signals)  # the same tree goes on: its slots stay
+    tree_id = _settings.tree_id()
+    if tree_id is not None:
+        remove_slots(tree_id)
     logger.info("Greenroom stopped (exit code %d).", code)
     output.close()
     return code

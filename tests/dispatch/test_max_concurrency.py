@@ -13,6 +13,7 @@ import pytest
 
 import greenroom
 from greenroom import Worker
+from greenroom._concurrency import slots_directory
 from greenroom.brokers.stub import StubBroker
 from greenroom.testing import wait_for
 from tests.cli._trees import Tree, app_env
@@ -116,10 +117,14 @@ def test_the_limit_holds_across_the_processes_of_a_tree(tmp_path: Path) -> None:
     producer = "import app\nfor n in range(10): app.limited.send(n)\nfor n in range(10): app.free.send(n)\n"
     subprocess.run([sys.executable, "-c", producer], cwd=tmp_path, env=env, check=True, timeout=60)
     tree = Tree(tmp_path, ["-p", "2", "-t", "4"], env=env)
+    slots = Path(slots_directory(str(tree.pid)))
     try:
         wait_for(lambda: ledger.exists() and ledger.read_text().count("\n") == 20, TIMEOUT_S)
+        assert slots.is_dir()
     finally:
         tree.cleanup()
+    assert tree.proc.returncode == 0
+    assert not slots.exists()  # removed by the tree when it ended
     spans: dict[str, list[tuple[float, float]]] = {"limited": [], "free": []}
     for line in ledger.read_text().splitlines():
         kind, start, end = line.split()
