@@ -39,12 +39,12 @@ def make_client(client: redis.Redis | None, url: str | None, redis_params: dict[
 
 
 @contextmanager
-def translate_redis_errors() -> Iterator[None]:
-    """Turn redis-py errors into :class:`ConnectionClosed`."""
+def translate_redis_errors(doing: str = "") -> Iterator[None]:
+    """Turn redis-py errors into :class:`ConnectionClosed`, saying what was being done if given."""
     try:
         yield
     except redis.RedisError as exc:
-        raise ConnectionClosed(f"Redis operation failed: {exc}") from exc
+        raise ConnectionClosed(f"Redis, {doing}: {exc}" if doing else f"Redis operation failed: {exc}") from exc
 
 
 @contextmanager

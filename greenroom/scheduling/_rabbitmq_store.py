@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pika
 import pika.exceptions
 
+from ..brokers.rabbitmq._errors import _translate_pika_errors
 from ..errors import ConnectionClosed
 from ._rabbitmq_stream import END_OF_READ_PREFIX, STREAM_ARGUMENTS, entry, read_state
 from ._store import Claim, Holder, Lease, Recorded, ScheduleStore
@@ -47,14 +48,6 @@ def stream_queue(name: str) -> str:
 def lease_queue(name: str) -> str:
     """The exclusive queue whose owner leads the schedule ``name``."""
     return f"greenroom.schedule.{name}.lease"
-
-
-@contextlib.contextmanager
-def _translate_pika_errors(doing: str) -> Iterator[None]:
-    try:
-        yield
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        raise ConnectionClosed(f"RabbitMQ, {doing}: {exc!r}") from exc
 
 
 def _refused(exc: pika.exceptions.ChannelClosedByBroker, code: int) -> bool:

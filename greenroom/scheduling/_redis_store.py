@@ -13,12 +13,11 @@ atomic; one round trip renews or takes all the leases of a scheduler.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import ConnectionClosed
+from .._redis import translate_redis_errors
 from ._store import Claim, Holder, Lease, Recorded, ScheduleStore
 
 __all__ = ["RedisStore"]
@@ -27,16 +26,6 @@ __all__ = ["RedisStore"]
 KEY_PREFIX = "__schedules__."
 #: The reply of record.lua for each outcome.
 _CLAIMS = {1: Claim.RECORDED, 0: Claim.TAKEN, -1: Claim.LOST}
-
-
-@contextlib.contextmanager
-def _translate_redis_errors(doing: str) -> Iterator[None]:
-    import redis
-
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise ConnectionClosed(f"Redis, {doing}: {exc}") from exc
 
 
 def _optional_int(value: Any) -> int | None:
@@ -72,7 +61,7 @@ class RedisStore(ScheduleStore):
         if not calls:
             return []
         script = self._script(script_name)
-        with _translate_redis_errors(doing):
+        with translate_redis_errors(doing):
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
                 script(keys=keys, args=args, client=pipe)
@@ -94,7 +83,7 @@ class RedisStore(ScheduleStore):
 
     def record(self, lease: Lease, tick_ms: int, *, run: bool) -> Claim:
         keys = self._keys(lease.name)[:1]
-        with _translate_redis_errors(f"recording a tick of schedule {lease.name!r}"):
+        with translate_redis_errors(f"recording a tick of schedule {lease.name!r}"):
             reply = self._script("record")(keys=keys, args=[lease.token, tick_ms, "1" if run else "0"])
         return _CLAIMS[int(reply)]
 
@@ -103,7 +92,7 @@ class RedisStore(ScheduleStore):
         self._run_all("release", calls, "releasing schedule leases")
 
     def read(self, names: Sequence[str], now_ms: int) -> Mapping[str, Recorded]:
-        with _translate_redis_errors("reading schedules"):
+        with translate_redis_errors("reading schedules"):
             pipe = self.client.pipeline(transaction=False)
             for name in names:
                 record_key, lease_key = self._keys(name)
