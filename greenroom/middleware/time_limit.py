@@ -92,8 +92,14 @@ class TimeLimit(Middleware):
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         with self._lock:
-            self._deadlines.pop(threading.get_ident(), None)
-            self._interrupted.pop(threading.get_ident(), None)
+            ident = threading.get_ident()
+            if self._deadlines.pop(ident, None) is None and self._interrupted.pop(ident, None) is None:
+                # Settled by another thread: a worker process's warden taking over an actor that
+                # ignored its interrupt. Its run is found by its message among the interrupted
+                # ones (a retry of it that started meanwhile cannot be among them yet).
+                stuck = [t for t, (_, message_id) in self._interrupted.items() if message_id == message.message_id]
+                for thread_id in stuck:
+                    del self._interrupted[thread_id]
 
     after_skip_message = after_process_message
 

@@ -104,6 +104,7 @@ def test_a_stuck_message_is_taken_over_once_and_its_thread_settles_nothing(stub_
         assert worker.take_over(thread_id, message_id, TimeLimitExceeded("stuck"))
         assert not worker.take_over(thread_id, message_id, TimeLimitExceeded("stuck"))  # once only
         assert worker.running_messages() == []
+        assert time_limit.overdue(float("inf"), 0.0) == []  # the time limit forgot the stuck run
 
         # The retry runs on the other thread and succeeds.
         wait_for(lambda: settlements.counts[("ack", message_id)] == 2, timeout_s=10)
