@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from greenroom.testing import wait_for
 from tests.cli._trees import Tree, app_env
 
@@ -62,10 +64,10 @@ def work(n):
 """
 
 
-def _start(tmp_path: Path) -> tuple[Tree, dict[str, str]]:
+def _start(tmp_path: Path, *, gevent: bool = False) -> tuple[Tree, dict[str, str]]:
     env = {**app_env(tmp_path), "PYTHONPATH": str(ROOT), "GR_FLAG": str(tmp_path / "flag")}
     (tmp_path / "app.py").write_text(APP)
-    return Tree(tmp_path, ["-p", "1", "-t", "4", "--time-limit-grace", "1000"], env=env), env
+    return Tree(tmp_path, ["-p", "1", "-t", "4", "--time-limit-grace", "1000"], gevent=gevent, env=env), env
 
 
 def _run(tmp_path: Path, env: dict[str, str], code: str) -> str:
@@ -81,8 +83,10 @@ def _entries(ledger: Path, what: str) -> list[list[str]]:
     return [line.split()[1:] for line in text.splitlines() if line.split()[0] == what]
 
 
-def test_a_frozen_process_is_killed_and_its_message_counts_as_failed(tmp_path: Path) -> None:
-    tree, env = _start(tmp_path)
+@pytest.mark.parametrize("gevent", [False, True], ids=["threads", "gevent"])
+def test_a_frozen_process_is_killed_and_its_message_counts_as_failed(tmp_path: Path, gevent: bool) -> None:
+    """Under gevent the call in C blocks the hub, which every greenlet (the warden's too) needs."""
+    tree, env = _start(tmp_path, gevent=gevent)
     ledger = tmp_path / "results.txt"
     try:
         tree.wait_ready()
