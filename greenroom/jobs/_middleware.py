@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._options import NO_OPTIONS, resolve_option
@@ -115,6 +116,8 @@ class JobTracking(Middleware):
         self._runs_lock = threading.Lock()
         #: Attempts that ended in this process, per minute, until the watch thread stores them.
         self.minutes = MinuteTally()
+        #: The store of each broker this middleware serves, when none was given.
+        self._broker_stores: weakref.WeakKeyDictionary[Broker, JobStore] = weakref.WeakKeyDictionary()
 
     @property
     def actor_options(self) -> set[str]:
@@ -122,8 +125,13 @@ class JobTracking(Middleware):
         return {"track", "sensitive"}
 
     def store(self, broker: Broker) -> JobStore:
-        """The store status is written to."""
-        return self.job_store or store_for(broker)
+        """The store status is written to (the broker's, found once: several hooks of every message ask)."""
+        if self.job_store is not None:
+            return self.job_store
+        store = self._broker_stores.get(broker)
+        if store is None:
+            store = self._broker_stores.setdefault(broker, store_for(broker))
+        return store
 
     def tracks(self, broker: Broker, message: Message[Any] | MessageProxy) -> bool:
         """Whether a message is tracked (its ``track`` option, else its actor's, else yes)."""
