@@ -106,6 +106,19 @@ class BareInsert:
         self.conn.execute(self.statement, ("bench", self.payload, None, "bare"))
 
 
+class BareRoundTrip:
+    """A ``SELECT`` of one parameter through psycopg: the floor under any ``send`` that waits for the
+    server's reply, whatever it writes."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def send(self) -> None:
+        self.conn.execute("SELECT %s::int", (1,))
+
+
 def measure_send(target: Target, count: int) -> dict[str, float]:
     """``send`` rates of greenroom (durable and not), Dramatiq, and the bare ``INSERT``, in alternating rounds."""
     names = {
@@ -121,8 +134,10 @@ def measure_send(target: Target, count: int) -> dict[str, float]:
         for label, durable in (("insert", True), ("insert-fast", False)):
             bare.append(BareInsert(broker, noop.message().encode(), durable=durable))
             senders[label] = bare[-1]
+        round_trip = BareRoundTrip(broker.url)
+        senders["round-trip"] = round_trip
         rates = measure_enqueue(senders, count)
-        for sender in bare:
+        for sender in (*bare, round_trip):
             sender.conn.close()
         for broker, _ in producers.values():
             broker.close()
@@ -232,6 +247,8 @@ def main() -> None:
     print_table(results["greenroom"], results["dramatiq"], STANDARD_ROWS)
     print(f"{'send, durable_enqueue=False (msg/s)':38}{sends['greenroom-fast']:12.2f}")
     print(f"{'bare psycopg INSERT, durable / not':38}{sends['insert']:12.2f}{sends['insert-fast']:12.2f}")
+    floor = sends["round-trip"]
+    print(f"{'bare round trip (SELECT), vs Dramatiq':38}{floor:12.2f}{floor / sends['dramatiq']:11.2f}x")
     p50, p99 = latency_fast(target)
     print(f"{'latency p50 / p99, durable_enqueue=False':38}{p50:12.2f}{p99:12.2f}")
     if args.peers:
