@@ -22,6 +22,7 @@ from .._concurrency import remove_slots
 from ..threading import is_gevent_active
 from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode, StartupError
+from ._frozen import remove_stuck
 from ._health import prepare_health
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
 from ._metrics import prepare_metrics_directory
@@ -120,6 +121,7 @@ def run(options: CliOptions, output: LogOutput) -> int:
     tree_id = _settings.tree_id()
     if tree_id is not None:
         remove_slots(tree_id)
+        remove_stuck(tree_id)
     logger.info("Greenroom stopped (exit code %d).", code)
     output.close()
     return code

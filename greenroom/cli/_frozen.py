@@ -21,7 +21,10 @@ import hashlib
 import itertools
 import logging
 import os
+import re
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -32,9 +35,9 @@ from ..broker import Broker
 from ..middleware.middleware import Middleware
 from ..middleware.time_limit import TimeLimit, TimeLimitExceeded
 from ._launcher import Child
-from ._liveness import Board
+from ._liveness import Board, board_key
 
-__all__ = ["FROZEN_AFTER_S", "FrozenWatch", "StuckGuard", "StuckRegistry"]
+__all__ = ["FROZEN_AFTER_S", "FrozenWatch", "StuckGuard", "StuckRegistry", "remove_stuck", "stuck_directory"]
 
 #: How long (s) a warden may miss its beat before its process counts as frozen (it beats every 0.1 s).
 FROZEN_AFTER_S = 1.0
@@ -42,31 +45,44 @@ FROZEN_AFTER_S = 1.0
 MARK_TTL_S = 24 * 3600.0
 
 
+def stuck_directory(tree_id: str) -> str:
+    """Where the stuck registry of tree ``tree_id`` keeps its marks."""
+    return os.path.join(tempfile.gettempdir(), f"greenroom-stuck-{re.sub(r'[^A-Za-z0-9_.-]', '_', tree_id)}")
+
+
+def remove_stuck(tree_id: str) -> None:
+    """Remove the stuck registry of a tree that ended, if it has one."""
+    shutil.rmtree(stuck_directory(tree_id), ignore_errors=True)
+
+
 class StuckRegistry:
     """The messages whose run froze a worker process of this tree: files in ``directory``.
 
-    The main process writes them and raises the board's generation; a worker process claims one by
-    deleting its file, so exactly one delivery fails for each mark.
+    Messages are named by their key on the board (see :func:`~greenroom.cli._liveness.board_key`).
+    The main process writes the marks and raises the board's generation; a worker process claims
+    one by deleting its file, so exactly one delivery fails for each mark. The directory is the
+    tree's (it outlives a reload), removed when the tree ends.
     """
 
     def __init__(self, directory: str, board: Board) -> None:
         self.directory = Path(directory)
         self.board = board
 
-    @staticmethod
-    def _name(message_id: str) -> str:
-        return hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:32]
+    def mark(self, key: str, reason: str) -> None:
+        """Make the next run of the message with board key ``key`` fail with ``reason`` (the main process).
 
-    def mark(self, message_id: str, reason: str) -> None:
-        """Make the next run of ``message_id`` fail with ``reason`` (the main process)."""
-        path = self.directory / self._name(message_id)
-        path.write_text(f"{message_id}\n{reason}", encoding="utf-8")
+        Raises:
+          OSError: When the mark cannot be written.
+        """
+        self.directory.mkdir(mode=0o700, exist_ok=True)  # a /tmp cleaner may have removed it
+        name = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
+        (self.directory / name).write_text(f"{key}\n{reason}", encoding="utf-8")
         self.board.raise_generation()
 
     def marked(self) -> dict[str, Path]:
-        """Message id → its mark's file, for every mark now."""
+        """Board key → its mark's file, for every mark now."""
         marks: dict[str, Path] = {}
-        with contextlib.suppress(OSError):  # the tree is ending and removed the directory
+        with contextlib.suppress(OSError):  # no directory: no mark
             for path in self.directory.iterdir():
                 with contextlib.suppress(OSError, UnicodeDecodeError):
                     marks[path.read_text(encoding="utf-8").split("\n", 1)[0]] = path
@@ -93,9 +109,12 @@ class StuckRegistry:
 class StuckGuard(Middleware):
     """The worker process's side: puts each run's deadline on the board, and fails marked messages.
 
-    Added last, so that the time limit's deadline is known when a run starts. Each message costs
-    a read of the board's generation and two small writes; the registry's files are read again
-    only when the generation changed.
+    Added last, so that the time limit's deadline is known when a run starts (and so that its
+    after hooks run first). A worker thread takes a cell of the slot on its first run and keeps it;
+    a run is taken off the board by its message, whichever thread settles it (a warden taking over
+    a stuck actor settles it from its own thread). Each message costs a read of the board's
+    generation and two small writes; the registry's files are read again only when the generation
+    changed.
 
     Parameters:
       registry: The tree's stuck registry (and its board).
@@ -108,13 +127,16 @@ class StuckGuard(Middleware):
         self.board = registry.board
         self.index = index
         self.time_limit = time_limit
-        self._generation = -1
-        self._marks: dict[str, Path] = {}
+        #: (generation, marks) read together: worker threads swap the pair at once.
+        self._marks: tuple[int, dict[str, Path]] = (-1, {})
         self._cells = threading.local()
         self._cells_taken = itertools.count()
+        #: Cell → the board key of the message it shows (the cells' owners write, any thread clears).
+        self._showing: dict[int, str] = {}
+        self._lock = threading.Lock()
 
     def _cell(self) -> int | None:
-        """The calling thread's cell of the slot, taken on its first run; None once all are taken."""
+        """The calling worker thread's cell, taken on its first run; None once all are taken."""
         cell: int | None = getattr(self._cells, "cell", -1)
         if cell == -1:
             taken = next(self._cells_taken)
@@ -123,31 +145,38 @@ class StuckGuard(Middleware):
         return cell
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        self._fail_if_marked(message.message_id)
+        key = board_key(message.message_id)
+        self._fail_if_marked(key)
         deadline_s = self.time_limit.current_deadline() if self.time_limit is not None else None
+        if deadline_s is None:
+            return
         cell = self._cell()
-        if deadline_s is not None and cell is not None:
-            self.board.set_run(self.index, cell, deadline_s, message.message_id)
+        if cell is not None:
+            with self._lock:
+                self._showing[cell] = key
+                self.board.set_run(self.index, cell, deadline_s, key)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        cell = self._cell()
-        if cell is not None:
-            self.board.clear_run(self.index, cell)
+        key = board_key(message.message_id)
+        with self._lock:
+            for cell in [cell for cell, shown in self._showing.items() if shown == key]:
+                del self._showing[cell]
+                self.board.clear_run(self.index, cell)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         self.after_process_message(broker, message)
 
-    def _fail_if_marked(self, message_id: str) -> None:
+    def _fail_if_marked(self, key: str) -> None:
+        seen, marks = self._marks
         generation = self.board.generation
-        if generation != self._generation:
-            self._marks = self.registry.marked()
-            self._generation = generation
-        path = self._marks.get(message_id)
+        if generation != seen:
+            marks = self.registry.marked()
+            self._marks = (generation, marks)
+        path = marks.get(key)
         if path is None:
             return
-        self._marks = {k: v for k, v in self._marks.items() if k != message_id}
         reason = self.registry.claim(path)
         if reason is not None:
             raise TimeLimitExceeded(reason)
@@ -193,11 +222,16 @@ class FrozenWatch:
             f"the actor ran {grace_ms} ms past its time limit in a worker process that froze "
             f"(no thread of it ran for {silent_s:.1f} s), which was killed"
         )
-        for message_id in overdue:
-            self.registry.mark(message_id, reason)
-        child.killed_frozen = True
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        try:
+            # Marked before the kill: the replacement returns the messages as soon as it boots.
+            for key in overdue:
+                self.registry.mark(key, reason)
+        except OSError as exc:
+            self.logger.error("Could not mark the messages %s of a frozen worker process as failed: %s", overdue, exc)
+        finally:
+            child.killed_frozen = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.logger.error(
             "Worker process %d (pid %d) froze: no thread of it ran for %.1f s%s. Killed it; %s",
             child.index,

@@ -10,31 +10,41 @@ deadline and id of the message whose actor it runs. A slot whose beat stopped wh
 passed long ago belongs to a frozen process (see ``_frozen``).
 
 The warden writes the beat (one write of 16 bytes); each worker thread writes its own cell when
-an actor starts (its deadline and message id) and clears it when the run ends, so that a run that
+an actor starts (its deadline and the message's key) and clears it when the run ends, so that a run that
 freezes the process at once is on the board too. Each write is one copy made while holding the GIL;
 a reader in another process takes a slot only when two reads in a row agree.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import struct
 from typing import NamedTuple
 
-__all__ = ["Board", "Beat", "MESSAGE_ID_BYTES"]
+__all__ = ["Board", "Beat", "MESSAGE_ID_BYTES", "board_key"]
 
-#: Bytes of a message id kept on the board (ids are 36-character UUIDs; longer ones are cut).
+#: Bytes of a message's key on the board (see :func:`board_key`).
 MESSAGE_ID_BYTES = 64
 _HEAD = struct.Struct("<dq")  # beat (monotonic s), pid
-_RUN = struct.Struct(f"<d{MESSAGE_ID_BYTES}s")  # deadline (monotonic s; 0: no run), message id
+_RUN = struct.Struct(f"<d{MESSAGE_ID_BYTES}s")  # deadline (monotonic s; 0: no run), board key
 _GENERATION = struct.Struct("<Q")
 #: How often a reader tries again when a slot changed under it.
 _READ_TRIES = 5
 
 
+def board_key(message_id: str) -> str:
+    """How a message is named on the board and in the stuck registry: its id when that is ASCII of
+    at most :data:`MESSAGE_ID_BYTES` characters (a UUID is), else ``#`` and a digest of the id."""
+    if len(message_id) <= MESSAGE_ID_BYTES and message_id.isascii():
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return "#" + digest[: MESSAGE_ID_BYTES - 1]
+
+
 class Beat(NamedTuple):
-    """A slot as last written: when the warden beat, in which process, and the (deadline, message id) of each run."""
+    """A slot as last written: when the warden beat, in which process, and the (deadline, board key) of each run."""
 
     beat_s: float
     pid: int
@@ -83,9 +93,9 @@ class Board:
         """Say that process ``pid``, in position ``index``, ran at ``now_s`` (its warden)."""
         _HEAD.pack_into(self._map, self._slot_offset(index), now_s, pid)
 
-    def set_run(self, index: int, cell: int, deadline_s: float, message_id: str) -> None:
-        """Put a run on cell ``cell`` of slot ``index`` (the worker thread that owns the cell)."""
-        encoded = message_id.encode("utf-8", "replace")[:MESSAGE_ID_BYTES]
+    def set_run(self, index: int, cell: int, deadline_s: float, key: str) -> None:
+        """Put a run on cell ``cell`` of slot ``index``: its deadline and its message's :func:`board_key`."""
+        encoded = key.encode("ascii", "replace")[:MESSAGE_ID_BYTES]
         _RUN.pack_into(self._map, self._cell_offset(index, cell), deadline_s, encoded)
 
     def clear_run(self, index: int, cell: int) -> None:

@@ -22,11 +22,12 @@ from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
 
+from .. import _settings
 from ._args import CliOptions, broker_url_from_environment
 from ._child import HANDLED_SIGNALS
 from ._exit_codes import RETIRED, ExitCode
 from ._forks import ForkProcesses
-from ._frozen import FrozenWatch, StuckRegistry
+from ._frozen import FrozenWatch, StuckRegistry, stuck_directory
 from ._health import health_forks
 from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
 from ._liveness import Board
@@ -104,13 +105,16 @@ class Supervisor:
             sock.setblocking(False)
         #: When (monotonic s) the graceful stop began.
         self._stopping_since_s: float | None = None
-        # The liveness board and the stuck registry live in a directory of this run's own.
+        # The liveness board lives in a directory of this run's own; the stuck registry in the
+        # tree's (a reload keeps its marks), made when the first mark is written.
         self._runtime_dir = tempfile.mkdtemp(prefix="greenroom-")
-        board_path = os.path.join(self._runtime_dir, "liveness")
-        self.board = Board.create(board_path, len(self.workers), options.threads)
-        stuck_dir = os.path.join(self._runtime_dir, "stuck")
-        os.mkdir(stuck_dir)
-        registry = StuckRegistry(stuck_dir, self.board)
+        try:
+            board_path = os.path.join(self._runtime_dir, "liveness")
+            self.board = Board.create(board_path, len(self.workers), options.threads)
+        except BaseException:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            raise
+        registry = StuckRegistry(stuck_directory(_settings.tree_id() or str(os.getpid())), self.board)
         grace_s = options.time_limit_grace_ms / 1000
         shutdown_s = options.worker_shutdown_timeout_ms / 1000
         self.frozen = FrozenWatch(self.board, registry, grace_s, shutdown_s, logger)
@@ -188,9 +192,15 @@ class Supervisor:
             self._read_reports()
             self._reap()
             self._check_boot_deadlines()
-            self.frozen.check(self.workers, time.monotonic(), self._stopping_since_s)
+            self._check_frozen()
             self._restart_due_workers()
         return self._exit_code()
+
+    def _check_frozen(self) -> None:
+        try:
+            self.frozen.check(self.workers, time.monotonic(), self._stopping_since_s)
+        except Exception:  # the loop must go on: one failed look is retried on the next turn
+            logger.exception("Could not look for frozen worker processes.")
 
     # -- spawning -----------------------------------------------------------------------------
 

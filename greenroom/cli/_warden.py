@@ -12,8 +12,8 @@ take no new message, and the process retires: it stops gracefully and exits with
   middleware path, so its retry policy applies (retried, or dead-lettered when retries are
   exhausted), and it is acknowledged; the stuck thread is abandoned to the process's exit.
 
-Every round, the warden also beats on the tree's liveness board (see ``_liveness``): the main
-process kills a process whose warden stopped beating while one of its actors is overdue (a process
+A thread beside the warden beats on the tree's liveness board every round (see ``_liveness``): the
+main process kills a process whose beat stopped while one of its actors is overdue (a process
 frozen in C code that holds the GIL, where nothing inside it can act; see ``_frozen``).
 
 While the process stops, the warden escalates the same way: actors still running when
@@ -103,26 +103,29 @@ class Warden:
         #: (thread ident, message id) → when the shutdown interrupt was sent; warden thread only.
         self._shutdown_interrupts: dict[tuple[int, str], float] = {}
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="greenroom-warden", daemon=True)
+        self._threads = [threading.Thread(target=self._watch, name="greenroom-warden", daemon=True)]
+        if board is not None:
+            # A thread of its own, so that a slow take-over (a broker that takes its time) never
+            # holds a beat back: the beat stops only when the whole process does.
+            self._threads.append(threading.Thread(target=self._beat, name="greenroom-beat", daemon=True))
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Stop watching (once the worker has stopped)."""
+        """Stop watching and beating (once the worker has stopped)."""
         self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(1 + CHECK_INTERVAL_S)
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(1 + CHECK_INTERVAL_S)
 
     def shutting_down(self, timeout_ms: int) -> None:
         """The worker starts stopping: actors still running in ``timeout_ms`` are to be interrupted."""
         self._shutdown_deadline_s = time.monotonic() + timeout_ms / 1000
 
     def run_once(self, now_s: float) -> None:
-        """One look at the process: its beat, its memory, overdue actors, the shutdown deadline."""
-        if self.board is not None:
-            board, index = self.board
-            board.beat(index, now_s, os.getpid())
+        """One look at the process: its memory, overdue actors, the shutdown deadline."""
         if self.max_memory_mb is not None and now_s >= self._next_memory_check_s:
             self._next_memory_check_s = now_s + MEMORY_INTERVAL_S
             self._check_memory()
@@ -132,6 +135,15 @@ class Warden:
         deadline_s = self._shutdown_deadline_s
         if deadline_s is not None and now_s >= deadline_s:
             self._escalate_shutdown(now_s)
+
+    def _beat(self) -> None:
+        assert self.board is not None
+        board, index = self.board
+        pid = os.getpid()
+        while True:
+            board.beat(index, time.monotonic(), pid)
+            if self._stopped.wait(CHECK_INTERVAL_S):
+                return
 
     def _watch(self) -> None:
         while not self._stopped.wait(CHECK_INTERVAL_S):

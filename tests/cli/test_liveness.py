@@ -10,15 +10,17 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from greenroom.cli._frozen import FROZEN_AFTER_S, FrozenWatch, StuckRegistry
+from greenroom.cli._frozen import FROZEN_AFTER_S, FrozenWatch, StuckGuard, StuckRegistry
 from greenroom.cli._launcher import Child
-from greenroom.cli._liveness import MESSAGE_ID_BYTES, Board
+from greenroom.cli._liveness import MESSAGE_ID_BYTES, Board, board_key
+from greenroom.middleware import TimeLimitExceeded
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def test_a_slot_reads_back_what_another_process_wrote(board: Board) -> None:
         child_board = Board(board.path, board.slots, board.runs_per_slot)
         child_board.beat(1, 12.5, os.getpid())
         child_board.set_run(1, 0, 20.0, "first")
-        child_board.set_run(1, 2, 30.0, "x" * 100)
+        child_board.set_run(1, 2, 30.0, board_key("x" * 100))
         child_board.set_run(1, 1, 25.0, "gone")
         child_board.clear_run(1, 1)
         os._exit(0)
@@ -44,7 +46,7 @@ def test_a_slot_reads_back_what_another_process_wrote(board: Board) -> None:
     assert beat is not None
     assert beat.beat_s == 12.5
     assert beat.pid == pid
-    assert beat.runs == ((20.0, "first"), (30.0, "x" * MESSAGE_ID_BYTES))  # a long id is cut
+    assert beat.runs == ((20.0, "first"), (30.0, board_key("x" * 100)))
     assert board.read(0) is None
     board.clear(1)
     assert board.read(1) is None
@@ -68,6 +70,71 @@ def test_a_mark_is_claimed_once(tmp_path: Path, board: Board) -> None:
     assert registry.claim(marks["m-1"]) == "it froze"
     assert registry.claim(marks["m-1"]) is None  # another process came first
     assert registry.marked() == {}
+
+
+def test_board_keys_fit_the_board_and_tell_long_ids_apart() -> None:
+    uuid_like = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert board_key(uuid_like) == uuid_like
+    long_a, long_b = "a" * 64 + "-1", "a" * 64 + "-2"  # the same first 64 characters
+    assert board_key(long_a) != board_key(long_b)
+    assert board_key("é") != board_key("e")
+    for key in (board_key(long_a), board_key("é" * 40)):
+        assert key.isascii()
+        assert len(key) <= MESSAGE_ID_BYTES
+
+
+class _Message:
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+
+
+class _Deadline:
+    """Stands for the time limit, which sets each run's deadline before the guard looks."""
+
+    def current_deadline(self) -> float:
+        return 50.0
+
+
+@pytest.fixture
+def guard(tmp_path: Path, board: Board) -> StuckGuard:
+    return StuckGuard(StuckRegistry(str(tmp_path / "stuck"), board), 0, _Deadline())  # type: ignore[arg-type]
+
+
+def test_a_marked_message_with_a_long_id_fails_once(guard: StuckGuard) -> None:
+    long_id = "job-" + "x" * 96
+    guard.registry.mark(board_key(long_id), "it froze its process")
+    with pytest.raises(TimeLimitExceeded, match="it froze its process"):
+        guard.before_process_message(None, _Message(long_id))  # type: ignore[arg-type]
+    guard.after_process_message(None, _Message(long_id))  # type: ignore[arg-type]
+    guard.before_process_message(None, _Message(long_id))  # type: ignore[arg-type]  # its retry runs
+
+
+def test_a_run_settled_by_another_thread_leaves_the_board(guard: StuckGuard, board: Board) -> None:
+    """A warden taking over a stuck actor settles its message from the warden's thread."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def worker_thread() -> None:
+        guard.before_process_message(None, _Message("stuck"))  # type: ignore[arg-type]
+        started.set()
+        release.wait(10)  # stands for the stuck actor
+
+    thread = threading.Thread(target=worker_thread)
+    thread.start()
+    try:
+        assert started.wait(10)
+        board.beat(0, 1.0, os.getpid())
+        beat = board.read(0)
+        assert beat is not None
+        assert beat.runs == ((50.0, "stuck"),)
+        guard.after_process_message(None, _Message("stuck"))  # type: ignore[arg-type]  # from this thread
+        beat = board.read(0)
+        assert beat is not None
+        assert beat.runs == ()
+        assert not hasattr(guard._cells, "cell")  # the settling thread took no cell
+    finally:
+        release.set()
+        thread.join(10)
 
 
 class _Sleeper:
