@@ -14,12 +14,14 @@ invalid copies of the indexes behind (``…_ccnew``, ``…_ccold``); the next at
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ._storage import PostgresStorage
+from ...errors import GreenroomError
+from ._storage import IndexState, PostgresStorage
 
 __all__ = ["IndexCompactor", "SMALL_TABLE_ROWS"]
 
@@ -29,6 +31,9 @@ SMALL_TABLE_ROWS = 1000
 LOCK_TIMEOUT_MS = 2000
 #: How long a whole rebuild may take.
 STATEMENT_TIMEOUT_MS = 60_000
+#: The pause (s) after a failed rebuild, doubled after each further failure in a row, up to the longest.
+FIRST_PAUSE_S = 10.0
+LONGEST_PAUSE_S = 3600.0
 
 
 class IndexCompactor:
@@ -44,18 +49,28 @@ class IndexCompactor:
         self.storage = storage
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        #: Cleared for good when the server refuses a rebuild for lack of privilege.
+        #: Cleared for good when the server refuses rebuilds (privilege, a server before 12).
         self.enabled = storage.settings.reindex_over_bytes > 0
+        #: The indexes' size after the last rebuild: they must grow well beyond it to be rebuilt
+        #: again, whatever ``reindex_over_bytes`` says.
+        self._size_after_rebuild = 0
+        #: Rebuilds that failed in a row, and the earliest (monotonic s) the next may start.
+        self._failures = 0
+        self._not_before_s = 0.0
 
     def start_if_due(self) -> bool:
-        """Start a rebuild unless one runs or none is due (one query); whether one was started."""
-        if not self.enabled or self.running:
+        """Start a rebuild unless one runs or none is due (one query); whether one was started.
+
+        Never raises: a failed look is logged, and the next vacuum looks again.
+        """
+        if not self.enabled or self.running or time.monotonic() < self._not_before_s:
             return False
-        state = self.storage.index_state(SMALL_TABLE_ROWS + 1)
-        due = state.leftovers > 0 or (
-            state.index_bytes > self.storage.settings.reindex_over_bytes and state.rows <= SMALL_TABLE_ROWS
-        )
-        if not due:
+        try:
+            state = self.storage.index_state(SMALL_TABLE_ROWS + 1)
+        except GreenroomError as exc:
+            self.storage.logger.debug("Could not look at the indexes of the messages table: %s", exc)
+            return False
+        if not (state.leftovers > 0 or self._due(state)):
             return False
         with self._lock:
             if self.running:
@@ -63,6 +78,10 @@ class IndexCompactor:
             self._thread = threading.Thread(target=self.compact, name="greenroom-postgres-reindex", daemon=True)
             self._thread.start()
         return True
+
+    def _due(self, state: IndexState) -> bool:
+        threshold = max(self.storage.settings.reindex_over_bytes, 2 * self._size_after_rebuild)
+        return state.index_bytes > threshold and state.rows <= SMALL_TABLE_ROWS
 
     @property
     def running(self) -> bool:
@@ -79,17 +98,31 @@ class IndexCompactor:
     def compact(self) -> bool:
         """Drop what failed rebuilds left, then rebuild the indexes if still due; whether they were rebuilt.
 
-        Never raises: what went wrong is logged, and the next vacuum tries again.
+        Never raises: what went wrong is logged. After a failure the next attempt waits, twice as
+        long after each failure in a row (from 10 s up to an hour): a transaction of the
+        application that stays open makes every rebuild give up.
         """
         logger = self.storage.logger
         try:
             with self.storage.db.connect() as conn:
-                return self._compact_on(conn)
-        except psycopg.errors.InsufficientPrivilege as exc:
+                rebuilt = self._compact_on(conn)
+        except (  # the server never will: no privilege, or no REINDEX CONCURRENTLY (before 12)
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.FeatureNotSupported,
+            psycopg.errors.SyntaxError,
+        ) as exc:
             self.enabled = False
             logger.warning("Not rebuilding the indexes of the messages table: %s", exc)
-        except psycopg.Error as exc:  # a timeout, a lost connection: the next vacuum tries again
-            logger.warning("Could not rebuild the indexes of the messages table (will try again): %r", exc)
+        except psycopg.Error as exc:  # a timeout, a lost connection: try again later
+            self._failures += 1
+            pause_s = min(FIRST_PAUSE_S * 2 ** (self._failures - 1), LONGEST_PAUSE_S)
+            self._not_before_s = time.monotonic() + pause_s
+            logger.warning(
+                "Could not rebuild the indexes of the messages table (trying again in %.0f s): %r", pause_s, exc
+            )
+        else:
+            self._failures = 0
+            return rebuilt
         return False
 
     def _compact_on(self, conn: psycopg.Connection[Any]) -> bool:
@@ -102,13 +135,14 @@ class IndexCompactor:
         try:
             conn.execute(sql.SQL("SET lock_timeout = {}").format(LOCK_TIMEOUT_MS))
             conn.execute(sql.SQL("SET statement_timeout = {}").format(STATEMENT_TIMEOUT_MS))
-            for (name,) in conn.execute(statements.leftover_indexes).fetchall():
-                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+            for namespace, name in conn.execute(statements.leftover_indexes).fetchall():
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(namespace, name)))
             state = storage.index_state(SMALL_TABLE_ROWS + 1, conn)
-            if state.index_bytes <= storage.settings.reindex_over_bytes or state.rows > SMALL_TABLE_ROWS:
+            if not self._due(state):
                 return False
             conn.execute(statements.reindex)
             after = storage.index_state(SMALL_TABLE_ROWS + 1, conn)
+            self._size_after_rebuild = after.index_bytes
             storage.logger.info(
                 "Rebuilt the indexes of %s.messages: %d bytes before, %d after.",
                 schema,

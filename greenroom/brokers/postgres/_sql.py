@@ -96,17 +96,21 @@ _TRY_VACUUM_LOCK = "SELECT pg_try_advisory_lock(26486, hashtext(%s))"
 _VACUUM_UNLOCK = "SELECT pg_advisory_unlock(26486, hashtext(%s))"
 _VACUUM = "VACUUM {s}.messages"
 # Rebuilding the indexes (see _compaction.py): their size, whether the table holds only a few rows,
-# and the invalid copies a rebuild that gave up left behind (REINDEX CONCURRENTLY names them so).
+# and the invalid copies a rebuild that gave up left behind (REINDEX CONCURRENTLY names them so),
+# of the table's indexes and of its TOAST table's.
 _LEFTOVERS = """
-FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
-WHERE i.indrelid = '{s}.messages'::regclass AND NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$'
+FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE i.indrelid IN (
+        '{s}.messages'::regclass,
+        (SELECT reltoastrelid FROM pg_class WHERE oid = '{s}.messages'::regclass))
+    AND NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$'
 """
 _INDEX_STATE = f"""
 SELECT pg_indexes_size('{{s}}.messages'::regclass),
     (SELECT count(*) FROM (SELECT 1 FROM {{s}}.messages LIMIT %s) AS few),
     (SELECT count(*) {_LEFTOVERS})
 """
-_LEFTOVER_INDEXES = f"SELECT c.relname {_LEFTOVERS}"
+_LEFTOVER_INDEXES = f"SELECT n.nspname, c.relname {_LEFTOVERS}"
 _REINDEX = "REINDEX TABLE CONCURRENTLY {s}.messages"
 _FLUSH = "DELETE FROM {s}.messages WHERE queue_name = ANY(%s)"
 _FLUSH_DEAD = "DELETE FROM {s}.dead_letters WHERE queue_name = %s"
