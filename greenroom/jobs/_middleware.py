@@ -149,9 +149,12 @@ class JobTracking(Middleware):
         if run is None and message.options.get("retries"):
             with self._runs_lock:  # a warden retrying the message of an actor it took over
                 run = self._runs.get(message.message_id)
+        retries = message.options.get("retries", 0)
+        failure: dict[str, Any] = {}
         if run is not None and run.message_id == message.message_id:
             run.retried = True  # a retry of the message this thread runs (or settles)
-        retries = message.options.get("retries", 0)
+            if retries and run.proxy is not None:
+                failure = _error_fields(run.proxy.exception)  # the attempt's, as the retry waits
         delayed = message.queue_name.endswith(".DQ")
         state = State.RETRYING if retries else State.DELAYED if delayed else State.ENQUEUED
         fields = {
@@ -160,6 +163,7 @@ class JobTracking(Middleware):
             "queue_name": q_name(message.queue_name),
             "enqueued_at_ms": message.message_timestamp,
             "eta_ms": message.options.get("eta") if delayed else None,
+            **failure,
         }
         if not retries:  # a retry has the arguments its first send recorded
             actor = broker.actors.get(message.actor_name)
@@ -289,10 +293,11 @@ class JobTracking(Middleware):
             )
         )
         if state == State.RETRYING:
-            # The retry wrote "retrying" before it was published, and another worker may have
-            # started it since: this write must not set the state back (nor end the status).
-            del fields["state"]
-            self.store(broker).update(run.message_id, fields, self.active_ttl)
+            # The retry wrote its state and this attempt's error before it was published, and
+            # another worker may have started it, or even finished it, since: only this attempt's
+            # entry in the history is written, nothing the retry's own writes say.
+            entry = {name: value for name, value in fields.items() if name.startswith("attempt_")}
+            self.store(broker).update(run.message_id, entry, self.active_ttl)
             return
         fields["finished_at_ms"] = now_ms
         self.store(broker).update(run.message_id, fields, self.status_ttl)

@@ -177,22 +177,25 @@ def test_a_message_taken_over_from_a_stuck_actor_gets_its_final_status(
 
 
 class _SlowEndOfFirstAttempt(MemoryJobStore):
-    """Holds back the write that ends attempt 1 until attempt 2 has begun: the ack of a failed
-    attempt racing the retry another thread already took."""
+    """Holds back the write that ends attempt 1 until attempt 2 has begun (or, with
+    ``until_second_ended``, ended): the ack of a failed attempt racing the retry another thread took."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, until_second_ended: bool = False) -> None:
         super().__init__()
-        self.second_began = threading.Event()
+        self.until_second_ended = until_second_ended
+        self.released = threading.Event()
 
     def update(self, message_id: str, fields: Any, ttl_ms: int) -> None:
         if "attempt_0" in fields and fields["attempt_0"]["outcome"] != State.RUNNING:
-            self.second_began.wait(TIMEOUT_S)
+            self.released.wait(TIMEOUT_S)
         super().update(message_id, fields, ttl_ms)
+        if self.until_second_ended and "attempt_1" in fields and fields["attempt_1"]["outcome"] != State.RUNNING:
+            self.released.set()
 
     def begin(self, message_id: str, fields: Any, ttl_ms: int) -> bool:
         cancelled = super().begin(message_id, fields, ttl_ms)
-        if fields["attempts"] == 2:
-            self.second_began.set()
+        if fields.get("attempts") == 2 and not self.until_second_ended:
+            self.released.set()
         return cancelled
 
 
@@ -228,6 +231,33 @@ def test_the_end_of_a_failed_attempt_never_overwrites_the_state_of_its_retry() -
         release.set()
         worker.stop(timeout=10000)
         broker.close()
+
+
+def test_the_end_of_a_failed_attempt_landing_after_its_retry_failed_changes_nothing() -> None:
+    store = _SlowEndOfFirstAttempt(until_second_ended=True)
+    broker = StubBroker()
+    broker.add_middleware(JobTracking(store=store, poll_interval=50))
+    broker.emit_after("process_boot")
+    attempts: list[int] = []
+
+    @greenroom.actor(broker=broker, max_retries=1, min_backoff=1, max_backoff=2)
+    def flaky() -> None:
+        attempts.append(1)
+        raise (RuntimeError if len(attempts) == 1 else ValueError)(f"attempt {len(attempts)} fails")
+
+    worker = Worker(broker, worker_timeout=20, worker_threads=2)
+    worker.start()
+    try:
+        message = flaky.send()
+        wait_for(lambda: (store.get(message.message_id) or {}).get("attempt_0", {}).get("finished_at_ms"), TIMEOUT_S)
+    finally:
+        worker.stop(timeout=10000)
+        broker.close()
+    status = greenroom.get_status(message.message_id, broker=broker)
+    assert status is not None
+    assert (status.state, status.attempts) == (State.FAILED, 2)
+    assert (status.error_type, status.error_message) == ("ValueError", "attempt 2 fails")
+    assert status.finished_at_ms is not None
 
 
 def test_track_false_leaves_a_message_untracked(tracked: StubBroker, start_worker: Any) -> None:
