@@ -53,6 +53,8 @@ class SQLiteConsumer(LeasingConsumer):
         #: The watcher's generation when this consumer last looked at its queue.
         self._seen_generation = -1
         self._next_check_s = 0.0
+        #: Whether the last lease found rows: the next one then needs no peek first.
+        self._leased_last_time = False
 
     @property
     def held(self) -> int:
@@ -110,16 +112,20 @@ class SQLiteConsumer(LeasingConsumer):
 
     def _fetch(self, free: int) -> bool:
         """Lease up to ``free`` due rows; False when none is due (and when to look again is set)."""
-        now_ms = current_millis()
-        due_ms = self.storage.peek(self.queue_name, now_ms)  # a read: no write lock when there is nothing to do
-        if due_ms is None or due_ms > now_ms:
-            wait_s = _RECHECK_S if due_ms is None else min(_RECHECK_S, (due_ms - now_ms) / 1000)
-            self._next_check_s = time.monotonic() + wait_s
-            return False
+        if not self._leased_last_time:
+            now_ms = current_millis()
+            due_ms = self.storage.peek(self.queue_name, now_ms)  # a read: no write lock when there is nothing to do
+            if due_ms is None or due_ms > now_ms:
+                wait_s = _RECHECK_S if due_ms is None else min(_RECHECK_S, (due_ms - now_ms) / 1000)
+                self._next_check_s = time.monotonic() + wait_s
+                return False
         rows = self.storage.lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH))
         with self._lock:
             self._held += len(rows)
-        self._next_check_s = 0.0  # more may be due: peek again on the next call
+        # While leases find rows, the next one goes without a peek first (a query per lease saved
+        # while the queue has work); one that found none leads to a peek, which says when to look.
+        self._leased_last_time = bool(rows)
+        self._next_check_s = 0.0
         for index, (row_id, _, payload, _) in enumerate(rows):
             try:
                 self._admit(row_id, payload or b"")
