@@ -58,6 +58,11 @@ def frozen():
 def frozen_once_only():
     freeze_once()
 
+@greenroom.actor(time_limit=600_000, max_retries=0)
+def frozen_long():
+    note("frozen-start")
+    ctypes.PyDLL(None).sleep(60)  # within its limit, but the tree is told to stop meanwhile
+
 @greenroom.actor(max_retries=0)
 def work(n):
     note(f"work-done {n}")
@@ -132,5 +137,27 @@ def test_without_retries_the_frozen_message_is_dead_lettered_with_the_reason(tmp
         assert _entries(ledger, "frozen-done") == []
         tree.signal(signal.SIGTERM)
         assert tree.wait_exit() == 0
+    finally:
+        tree.cleanup()
+
+
+def test_a_process_frozen_through_the_stop_is_killed_once_the_shutdown_timeout_and_grace_passed(
+    tmp_path: Path,
+) -> None:
+    env = {**app_env(tmp_path), "PYTHONPATH": str(ROOT), "GR_FLAG": str(tmp_path / "flag")}
+    (tmp_path / "app.py").write_text(APP)
+    args = ["-p", "1", "-t", "2", "--worker-shutdown-timeout", "500", "--time-limit-grace", "500"]
+    tree = Tree(tmp_path, args, env=env)
+    ledger = tmp_path / "results.txt"
+    try:
+        tree.wait_ready()
+        _run(tmp_path, env, "app.frozen_long.send()")
+        wait_for(lambda: _entries(ledger, "frozen-start"), TIMEOUT_S)
+        tree.signal(signal.SIGTERM)
+        stopped_s = time.monotonic()
+        # Without the main process's watch, the tree would wait out the 60 s call (or a second TERM).
+        assert tree.wait_exit(TIMEOUT_S) != 0  # a worker process was killed
+        assert time.monotonic() - stopped_s < 0.5 + 0.5 + 1.0 + 3.0
+        assert "it stopped too late" in tree.log_text()
     finally:
         tree.cleanup()
