@@ -24,6 +24,7 @@ from ._args import CliOptions, make_argument_parser, options_from_namespace
 from ._exit_codes import ExitCode, StartupError
 from ._frozen import remove_stuck
 from ._health import prepare_health
+from ._leftovers import remove_leftovers
 from ._log_pipes import LogForwarder, LogOutput, configure_main_logging
 from ._metrics import prepare_metrics_directory
 from ._pidfile import PidFileError, remove_pidfile, write_pidfile
@@ -101,6 +102,8 @@ def _write_pidfile(path: str) -> None:
 def run(options: CliOptions, output: LogOutput) -> int:
     """Supervise the worker and fork processes until they stop; returns the exit code."""
     logger.info("Greenroom %r is booting up.", __version__)
+    for path in remove_leftovers():
+        logger.info("Removed %s, left by a greenroom whose main process is gone.", path)
     forwarder = LogForwarder(output)
     stop_watching: list[Callable[[], None]] = []
     supervisor = Supervisor(

@@ -30,6 +30,7 @@ from ._forks import ForkProcesses
 from ._frozen import FrozenWatch, StuckRegistry, stuck_directory
 from ._health import health_forks
 from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
+from ._leftovers import RUN_PREFIX
 from ._liveness import Board
 from ._log_pipes import LogForwarder
 from ._reexec import hold_signals, release_signals
@@ -107,7 +108,7 @@ class Supervisor:
         self._stopping_since_s: float | None = None
         # The liveness board lives in a directory of this run's own; the stuck registry in the
         # tree's (a reload keeps its marks), made when the first mark is written.
-        self._runtime_dir = tempfile.mkdtemp(prefix="greenroom-")
+        self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
         try:
             board_path = os.path.join(self._runtime_dir, "liveness")
             self.board = Board.create(board_path, len(self.workers), options.threads)
