@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -75,6 +76,8 @@ class StuckRegistry:
           OSError: When the mark cannot be written.
         """
         self.directory.mkdir(mode=0o700, exist_ok=True)  # a /tmp cleaner may have removed it
+        if not self._ours():
+            raise OSError(f"{self.directory} is not a directory of this user's")
         name = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:32]
         (self.directory / name).write_text(f"{key}\n{reason}", encoding="utf-8")
         self.board.raise_generation()
@@ -82,11 +85,21 @@ class StuckRegistry:
     def marked(self) -> dict[str, Path]:
         """Board key → its mark's file, for every mark now."""
         marks: dict[str, Path] = {}
-        with contextlib.suppress(OSError):  # no directory: no mark
+        if not self._ours():
+            return marks  # none yet, or planted by someone else at this well-known path
+        with contextlib.suppress(OSError):
             for path in self.directory.iterdir():
                 with contextlib.suppress(OSError, UnicodeDecodeError):
                     marks[path.read_text(encoding="utf-8").split("\n", 1)[0]] = path
         return marks
+
+    def _ours(self) -> bool:
+        """Whether the directory exists, is no link, and belongs to this user, who alone may write it."""
+        try:
+            info = os.lstat(self.directory)
+        except OSError:
+            return False
+        return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
 
     def claim(self, path: Path) -> str | None:
         """Take the mark at ``path``: its reason, or None when another process took it first."""
@@ -111,7 +124,7 @@ class StuckGuard(Middleware):
 
     Added last, so that the time limit's deadline is known when a run starts (and so that its
     after hooks run first). A worker thread takes a cell of the slot on its first run and keeps it;
-    a run is taken off the board by its message, whichever thread settles it (a warden taking over
+    a run is taken off the board by its delivery, whichever thread settles it (a warden taking over
     a stuck actor settles it from its own thread). Each message costs a read of the board's
     generation and two small writes; the registry's files are read again only when the generation
     changed.
@@ -131,8 +144,9 @@ class StuckGuard(Middleware):
         self._marks: tuple[int, dict[str, Path]] = (-1, {})
         self._cells = threading.local()
         self._cells_taken = itertools.count()
-        #: Cell → the board key of the message it shows (the cells' owners write, any thread clears).
-        self._showing: dict[int, str] = {}
+        #: Cell → the delivery it shows (the cells' owners write, any thread clears). By delivery,
+        #: not by id: two deliveries of one message may run at once (a lapsed lease taken again).
+        self._showing: dict[int, Any] = {}
         self._lock = threading.Lock()
 
     def _cell(self) -> int | None:
@@ -153,15 +167,14 @@ class StuckGuard(Middleware):
         cell = self._cell()
         if cell is not None:
             with self._lock:
-                self._showing[cell] = key
+                self._showing[cell] = message
                 self.board.set_run(self.index, cell, deadline_s, key)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        key = board_key(message.message_id)
         with self._lock:
-            for cell in [cell for cell, shown in self._showing.items() if shown == key]:
+            for cell in [cell for cell, shown in self._showing.items() if shown is message]:
                 del self._showing[cell]
                 self.board.clear_run(self.index, cell)
 

@@ -30,7 +30,7 @@ from ._forks import ForkProcesses
 from ._frozen import FrozenWatch, StuckRegistry, stuck_directory
 from ._health import health_forks
 from ._launcher import Child, Launcher, describe_exit, send_signal, signals_blocked
-from ._leftovers import RUN_PREFIX
+from ._leftovers import RUN_PREFIX, hold_run_lock
 from ._liveness import Board
 from ._log_pipes import LogForwarder
 from ._reexec import hold_signals, release_signals
@@ -110,6 +110,7 @@ class Supervisor:
         # tree's (a reload keeps its marks), made when the first mark is written.
         self._runtime_dir = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
         try:
+            self._run_lock = hold_run_lock(self._runtime_dir)
             board_path = os.path.join(self._runtime_dir, "liveness")
             self.board = Board.create(board_path, len(self.workers), options.threads)
         except BaseException:
@@ -170,6 +171,7 @@ class Supervisor:
         self._wakeup_r.close()
         self._wakeup_w.close()
         self.board.close()
+        os.close(self._run_lock)
         shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
     def _install_signal_handlers(self) -> dict[signal.Signals, Any]:

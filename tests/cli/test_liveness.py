@@ -100,6 +100,24 @@ def guard(tmp_path: Path, board: Board) -> StuckGuard:
     return StuckGuard(StuckRegistry(str(tmp_path / "stuck"), board), 0, _Deadline())  # type: ignore[arg-type]
 
 
+def test_two_deliveries_of_one_message_leave_the_board_each_on_its_own(guard: StuckGuard, board: Board) -> None:
+    """A lease that lapsed and was taken again: the same message runs twice at once."""
+    first, second = _Message("twice"), _Message("twice")
+    threads = [threading.Thread(target=guard.before_process_message, args=(None, m)) for m in (first, second)]
+    for thread in threads:
+        thread.start()
+        thread.join(10)
+    board.beat(0, 1.0, os.getpid())
+    guard.after_process_message(None, first)  # type: ignore[arg-type]
+    beat = board.read(0)
+    assert beat is not None
+    assert beat.runs == ((50.0, "twice"),)  # the second still runs, and may still freeze the process
+    guard.after_process_message(None, second)  # type: ignore[arg-type]
+    beat = board.read(0)
+    assert beat is not None
+    assert beat.runs == ()
+
+
 def test_a_marked_message_with_a_long_id_fails_once(guard: StuckGuard) -> None:
     long_id = "job-" + "x" * 96
     guard.registry.mark(board_key(long_id), "it froze its process")
@@ -113,9 +131,10 @@ def test_a_run_settled_by_another_thread_leaves_the_board(guard: StuckGuard, boa
     """A warden taking over a stuck actor settles its message from the warden's thread."""
     started = threading.Event()
     release = threading.Event()
+    delivery = _Message("stuck")
 
     def worker_thread() -> None:
-        guard.before_process_message(None, _Message("stuck"))  # type: ignore[arg-type]
+        guard.before_process_message(None, delivery)  # type: ignore[arg-type]
         started.set()
         release.wait(10)  # stands for the stuck actor
 
@@ -127,7 +146,7 @@ def test_a_run_settled_by_another_thread_leaves_the_board(guard: StuckGuard, boa
         beat = board.read(0)
         assert beat is not None
         assert beat.runs == ((50.0, "stuck"),)
-        guard.after_process_message(None, _Message("stuck"))  # type: ignore[arg-type]  # from this thread
+        guard.after_process_message(None, delivery)  # type: ignore[arg-type]  # from this thread
         beat = board.read(0)
         assert beat is not None
         assert beat.runs == ()
@@ -135,6 +154,17 @@ def test_a_run_settled_by_another_thread_leaves_the_board(guard: StuckGuard, boa
     finally:
         release.set()
         thread.join(10)
+
+
+def test_marks_in_a_directory_others_can_write_are_ignored(tmp_path: Path, board: Board) -> None:
+    planted = tmp_path / "stuck"
+    planted.mkdir()
+    (planted / "a-mark").write_text("victim\nplanted by someone else")
+    planted.chmod(0o777)
+    registry = StuckRegistry(str(planted), board)
+    assert registry.marked() == {}
+    with pytest.raises(OSError, match="not a directory of this user's"):
+        registry.mark("m-1", "it froze")
 
 
 class _Sleeper:

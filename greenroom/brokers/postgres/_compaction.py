@@ -51,8 +51,8 @@ class IndexCompactor:
         self._thread: threading.Thread | None = None
         #: Cleared for good when the server refuses rebuilds (privilege, a server before 12).
         self.enabled = storage.settings.reindex_over_bytes > 0
-        #: The indexes' size after the last rebuild: they must grow well beyond it to be rebuilt
-        #: again, whatever ``reindex_over_bytes`` says.
+        #: The indexes' size after the last rebuild of the empty table: they must grow well beyond
+        #: it to be rebuilt again, whatever ``reindex_over_bytes`` says.
         self._size_after_rebuild = 0
         #: Rebuilds that failed in a row, and the earliest (monotonic s) the next may start.
         self._failures = 0
@@ -142,7 +142,9 @@ class IndexCompactor:
                 return False
             conn.execute(statements.reindex)
             after = storage.index_state(SMALL_TABLE_ROWS + 1, conn)
-            self._size_after_rebuild = after.index_bytes
+            # Only an empty table's rebuilt size is the floor to double: one rebuilt with rows
+            # still in it would keep the emptied table's indexes above their empty size for good.
+            self._size_after_rebuild = after.index_bytes if state.rows == 0 else 0
             storage.logger.info(
                 "Rebuilt the indexes of %s.messages: %d bytes before, %d after.",
                 schema,

@@ -53,7 +53,7 @@ class SQLiteConsumer(LeasingConsumer):
         #: The watcher's generation when this consumer last looked at its queue.
         self._seen_generation = -1
         self._next_check_s = 0.0
-        #: Whether the last lease found rows: the next one then needs no peek first.
+        #: Whether the last lease came back full: the next one then needs no peek first.
         self._leased_last_time = False
 
     @property
@@ -119,12 +119,14 @@ class SQLiteConsumer(LeasingConsumer):
                 wait_s = _RECHECK_S if due_ms is None else min(_RECHECK_S, (due_ms - now_ms) / 1000)
                 self._next_check_s = time.monotonic() + wait_s
                 return False
-        rows = self.storage.lease(self.queue_name, self.owner, min(free, _MAX_LEASE_BATCH))
+        wanted = min(free, _MAX_LEASE_BATCH)
+        rows = self.storage.lease(self.queue_name, self.owner, wanted)
         with self._lock:
             self._held += len(rows)
-        # While leases find rows, the next one goes without a peek first (a query per lease saved
-        # while the queue has work); one that found none leads to a peek, which says when to look.
-        self._leased_last_time = bool(rows)
+        # While leases come back full, the next one goes without a peek first (a query per lease
+        # saved while the queue has work); after one that came back short, a peek (a read, no write
+        # lock) says whether and when to look, as on a quiet queue.
+        self._leased_last_time = len(rows) == wanted
         self._next_check_s = 0.0
         for index, (row_id, _, payload, _) in enumerate(rows):
             try:
