@@ -1,8 +1,8 @@
 """Frozen worker processes: found and killed by the main process, their stuck messages failed.
 
-A worker process whose warden stopped beating on the liveness board (see ``_liveness``) while one
-of its actors is past its time limit and the grace period is frozen: it holds the GIL in C, and
-nothing inside it can end that actor. The main process (:class:`FrozenWatch`) kills it with SIGKILL
+A worker process whose beat on the liveness board stopped (see ``_liveness``) while one of its
+actors is past its time limit and the grace period is frozen: it holds the GIL in C, and nothing
+inside it can end that actor. The main process (:class:`FrozenWatch`) kills it with SIGKILL
 and replaces it at once; the replacement returns the dead process's messages to their queues, as
 after any death. The messages that were overdue are marked in the tree's stuck registry (a
 directory of files, one per message), so that the next run of each, in any worker process of the
@@ -40,7 +40,7 @@ from ._liveness import Board, board_key
 
 __all__ = ["FROZEN_AFTER_S", "FrozenWatch", "StuckGuard", "StuckRegistry", "remove_stuck", "stuck_directory"]
 
-#: How long (s) a warden may miss its beat before its process counts as frozen (it beats every 0.1 s).
+#: How long (s) a worker process may miss its beat before it counts as frozen (it beats every 0.1 s).
 FROZEN_AFTER_S = 1.0
 #: Marks older than this (s) are dropped: their messages went to another tree, or were purged.
 MARK_TTL_S = 24 * 3600.0
